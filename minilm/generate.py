@@ -1,0 +1,161 @@
+"""Inference: sampling the next token (greedy, temperature, top-k, top-p) with a KV cache, and fill-mask.
+
+    p(x_{t+1} = w | x_{<=t}) = softmax(z / tau)_w        z = logits at the last position, tau = temperature
+
+Greedy decoding (tau = 0) takes argmax_w z_w. Top-k keeps the k largest logits; top-p (nucleus)
+keeps the smallest set of tokens whose probabilities sum to at least p; the rest get probability 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minilm.kv_cache import KVCache
+from minilm.model import Prefix, Transformer
+from minilm.tokenizer import CLS_ID, EOS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, Tokenizer
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the k largest logits of each row, set the others to -inf."""
+    k = min(k, logits.size(-1))
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus: keep the smallest set S of tokens, most likely first, with sum_{w in S} softmax(z)_w >= p."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the more likely tokens
+    drop_sorted = mass_before >= p  # the set already reached p without this token (never drops the top one)
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next_token(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator
+) -> Tensor:
+    """Draw x_{t+1} ~ softmax(filter(z) / tau) for each row of logits (B, V); tau = 0 is greedy argmax."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+@torch.no_grad()
+def generate(
+    model: Transformer,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    attention_mask: Tensor | None = None,
+    prefix: Prefix | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = EOS_ID,
+    seed: int = 0,
+    use_cache: bool = True,
+) -> Tensor:
+    """Continue each row of `input_ids` (B, T) by up to `max_new_tokens` tokens; returns (B, T + n).
+
+    A row stops at `eos_id` (kept in the output) and is filled with [PAD] afterwards; generation
+    ends when every row has stopped. Padding in the prompt (attention_mask 0) may sit on either
+    side. With `use_cache` each step feeds only the new token and reuses the cached keys/values;
+    without it each step recomputes the whole sequence (same logits, slower). `seed` makes the
+    sampling reproducible. The model must be causal, and T + max_new_tokens must fit in max_len.
+    """
+    config = model.config
+    if not config.causal:
+        raise ValueError("generate needs a causal model; this one is bidirectional (config.causal=False): use fill_mask")
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+    B, T = input_ids.shape
+    if T + max_new_tokens > config.max_len:
+        raise ValueError(
+            f"the prompt has {T} tokens and max_new_tokens={max_new_tokens}, but the model's max_len is "
+            f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - T, 0)} new tokens"
+        )
+    device = input_ids.device
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(device, torch.bool)
+    if mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but input_ids is {tuple(input_ids.shape)}")
+    if not mask.any(dim=1).all():
+        raise ValueError("a prompt row has no real tokens (its attention_mask is all 0): give every row some text")
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache(config.n_layers) if use_cache else None
+        logits = model(input_ids, attention_mask=attention_mask, prefix=prefix, cache=cache)
+        last_real = T - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
+        next_logits = logits[torch.arange(B, device=device), last_real]
+        ids, finished = input_ids, torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            token = sample_next_token(next_logits, temperature, top_k, top_p, generator)
+            token = token.masked_fill(finished, PAD_ID)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            mask = torch.cat([mask, ~finished[:, None]], dim=1)
+            if eos_id is not None:
+                finished = finished | (token == eos_id)
+            if bool(finished.all()) or ids.size(1) == T + max_new_tokens:
+                break
+            if cache is not None:
+                next_logits = model(token[:, None], attention_mask=mask[:, -1:], cache=cache)[:, -1]
+            else:
+                next_logits = model(ids, attention_mask=mask, prefix=prefix)[:, -1]
+        return ids
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def fill_mask(model: Transformer, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """For each [MASK] in `text`, the top_k most likely tokens with their probabilities p(w | x_\\M).
+
+    The text is encoded as [CLS] text [SEP], the layout masked pretraining uses. Special tokens are
+    never proposed.
+    """
+    if model.config.causal:
+        raise ValueError("fill_mask needs a masked (bidirectional) model; this one is causal: use generate")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    ids = [CLS_ID, *tokenizer.encode(text), SEP_ID]
+    if MASK_ID not in ids:
+        raise ValueError("the text has no [MASK] token: write [MASK] where a token should be predicted")
+    if len(ids) > model.config.max_len:
+        raise ValueError(f"the text is {len(ids)} tokens long with [CLS]/[SEP], over the model's max_len={model.config.max_len}: shorten it")
+    device = model.tok_emb.weight.device
+    input_ids = torch.tensor([ids], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids)[0, input_ids[0] == MASK_ID]  # (number of masks, V)
+    finally:
+        model.train(was_training)
+    logits[:, :NUM_SPECIAL_TOKENS] = float("-inf")
+    probs = torch.softmax(logits.float(), dim=-1)
+    top = torch.topk(probs, min(top_k, probs.size(-1) - NUM_SPECIAL_TOKENS), dim=-1)
+    return [
+        [(tokenizer.decode([i]), float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
+        for row_p, row_i in zip(top.values, top.indices)
+    ]

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny configs and a tokenizer trained once per session on a little text."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minilm import ModelConfig, Tokenizer, Transformer
+
+SAMPLE_TEXT = [
+    "The quick brown fox jumps over the lazy dog.\n",
+    "To be, or not to be, that is the question.\n",
+    "Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune.\n",
+] * 20
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A model small enough that a test runs in milliseconds; dropout off so outputs are deterministic."""
+    values = dict(vocab_size=300, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=64, dropout=0.0)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> Transformer:
+    return Transformer(tiny_config(**overrides), seed=seed).eval()
+
+
+def random_ids(batch: int, length: int, vocab_size: int = 300, seed: int = 0) -> torch.Tensor:
+    """Token ids drawn from the ordinary (non-special) part of the vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(7, vocab_size, (batch, length), generator=g)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.train(texts=SAMPLE_TEXT, vocab_size=300)
