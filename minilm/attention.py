@@ -85,9 +85,9 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tens
 BACKENDS = {"math": math_attention, "sdpa": sdpa_attention}
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The backend `name` stands for on `device`. `auto` is `sdpa` on CUDA (fused kernels) and on CPU,
-    where bench/attention.py measured it 2-9x faster than `math` (docs/performance.md)."""
+def resolve_backend(name: str) -> str:
+    """The backend `name` stands for. `auto` is `sdpa` on CUDA (fused kernels) and on CPU, where
+    bench/attention.py measured it 1.4-2x faster than `math` on causal attention (docs/performance.md)."""
     if name == "auto":
         return "sdpa"
     if name not in BACKENDS:
@@ -111,7 +111,7 @@ def attention(
             f"key_mask must be a bool tensor of shape (batch, n_keys) = {(k.size(0), k.size(-2))}, "
             f"got {key_mask.dtype} {tuple(key_mask.shape)}"
         )
-    return BACKENDS[resolve_backend(backend, q.device)](q, k, v, causal, key_mask, dropout_p)
+    return BACKENDS[resolve_backend(backend)](q, k, v, causal, key_mask, dropout_p)
 
 
 class MultiHeadAttention(nn.Module):

@@ -61,6 +61,31 @@ def test_feed_forward_is_gelu_between_two_linear_maps():
     torch.testing.assert_close(ffn(x), gelu @ ffn.W_2.weight.T + ffn.W_2.bias)
 
 
+def test_block_is_pre_layernorm_attention_then_feed_forward_with_residuals():
+    model = tiny_model()
+    block = model.blocks[0]
+    with torch.no_grad():
+        for ln in (block.ln_1, block.ln_2):
+            ln.gamma.normal_()
+            ln.beta.normal_()
+    x = torch.randn(2, 5, 32)
+    a = x + block.attn(block.ln_1(x))
+    torch.testing.assert_close(block(x, None), a + block.ffn(block.ln_2(a)))
+
+
+def test_residual_output_projections_start_with_smaller_weights():
+    """W ~ N(0, 0.02^2), except W_O and W_2 ~ N(0, (0.02 / sqrt(2L))^2) so the residual stream's variance stays put."""
+    config = tiny_config(d_model=128, d_ff=512, n_layers=8, n_heads=4)
+    model = Transformer(config)
+    residual_std = 0.02 / (2 * config.n_layers) ** 0.5
+    for block in model.blocks:
+        assert block.attn.W_o.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+        assert block.ffn.W_2.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+        assert block.attn.W_q.weight.std().item() == pytest.approx(0.02, rel=0.05)
+        assert block.attn.W_q.bias.eq(0).all()
+    assert model.tok_emb.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
 def test_same_seed_gives_same_weights_and_other_seed_differs():
     a, b, c = Transformer(tiny_config(), seed=1), Transformer(tiny_config(), seed=1), Transformer(tiny_config(), seed=2)
     for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
