@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from minilm.attention import MultiHeadAttention
 from minilm.config import ModelConfig
-from minilm.kv_cache import KVCache
+from minilm.kv_cache import KVCache, LayerCache
 
 Prefix = Sequence[tuple[Tensor, Tensor]]
 """Per-layer (prefix_k, prefix_v), each (B or 1, n_heads, P, head_dim), one pair per block."""
@@ -66,9 +66,27 @@ class Block(nn.Module):
         self.ffn = FeedForward(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None, prefix=None, cache=None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        key_mask: Tensor | None,
+        prefix: tuple[Tensor, Tensor] | None = None,
+        cache: LayerCache | None = None,
+    ) -> Tensor:
         x = x + self.drop(self.attn(self.ln_1(x), key_mask, prefix, cache))
         return x + self.drop(self.ffn(self.ln_2(x)))
+
+
+def position_ids(real: Tensor | None, start: Tensor, T: int) -> Tensor:
+    """pos(t) = start + |{s < t : m_s = 1}| for a real token t: positions count real tokens only.
+
+    real (B, T) marks real tokens (None: all real); start (B,) is the position of the first new real
+    token (non-zero when continuing from a KV cache). Padding gets a neighbour's position; it is never
+    attended, so its value does not matter.
+    """
+    if real is None:
+        return start[:, None] + torch.arange(T, device=start.device)
+    return start[:, None] + (real.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def parameter_count(config: ModelConfig) -> int:
@@ -153,25 +171,12 @@ class Transformer(nn.Module):
         """
         x = self._token_embeddings(input_ids, inputs_embeds)
         B, T, _ = x.shape
-        past_tokens = cache.n_tokens if cache is not None else 0
-        if past_tokens + T > self.config.max_len:
-            raise ValueError(
-                f"sequence of {past_tokens + T} tokens is longer than the model's max_len={self.config.max_len}: "
-                "truncate the input or train a model with a larger max_len"
-            )
         real = self._real_token_mask(attention_mask, B, T, x.device)
-        layer_prefixes = self._check_prefix(prefix, B, x)
-        if cache is not None and cache.positions is not None and cache.positions.size(0) != B:
-            raise ValueError(f"the KV cache holds {cache.positions.size(0)} rows but the input has {B}: use one cache per batch")
-        if prefix is not None and cache is not None and cache.length > 0:
-            raise ValueError("the prefix is already in the KV cache: pass prefix only with the first chunk")
+        layer_prefixes = self._check_prefix(prefix, B)
+        self._check_continuation(cache, B, T, prefix is not None)
 
         start = cache.positions if cache is not None and cache.positions is not None else torch.zeros(B, dtype=torch.long, device=x.device)
-        if real is None:
-            positions = start[:, None] + torch.arange(T, device=x.device)
-        else:
-            positions = start[:, None] + (real.long().cumsum(dim=1) - 1).clamp(min=0)
-        x = self.drop(x + self.pos_emb(positions))
+        x = self.drop(x + self.pos_emb(position_ids(real, start, T)))
 
         n_prefix = layer_prefixes[0][0].size(2) if layer_prefixes[0] is not None else 0
         key_mask = self._key_mask(cache, n_prefix, real, B, T, x.device)
@@ -223,7 +228,7 @@ class Transformer(nn.Module):
             )
         return attention_mask.to(device=device, dtype=torch.bool)
 
-    def _check_prefix(self, prefix: Prefix | None, B: int, x: Tensor) -> list[tuple[Tensor, Tensor] | None]:
+    def _check_prefix(self, prefix: Prefix | None, B: int) -> list[tuple[Tensor, Tensor] | None]:
         """Validate a per-layer prefix and broadcast a batch of 1 to B rows."""
         if prefix is None:
             return [None] * self.config.n_layers
@@ -241,6 +246,21 @@ class Transformer(nn.Module):
                     )
             checked.append((prefix_k.expand(B, -1, -1, -1), prefix_v.expand(B, -1, -1, -1)))
         return checked
+
+    def _check_continuation(self, cache: KVCache | None, B: int, T: int, has_prefix: bool) -> None:
+        """The input fits in max_len after what the cache already holds, and matches the cache's batch."""
+        past_tokens = cache.n_tokens if cache is not None else 0
+        if past_tokens + T > self.config.max_len:
+            raise ValueError(
+                f"sequence of {past_tokens + T} tokens is longer than the model's max_len={self.config.max_len}: "
+                "truncate the input or train a model with a larger max_len"
+            )
+        if cache is None:
+            return
+        if cache.positions is not None and cache.positions.size(0) != B:
+            raise ValueError(f"the KV cache holds {cache.positions.size(0)} rows but the input has {B}: use one cache per batch")
+        if has_prefix and cache.length > 0:
+            raise ValueError("the prefix is already in the KV cache: pass prefix only with the first chunk")
 
     @staticmethod
     def _key_mask(cache: KVCache | None, n_prefix: int, real: Tensor | None, B: int, T: int, device: torch.device) -> Tensor | None:

@@ -63,6 +63,8 @@ class Tokenizer:
         min_frequency: int = 2,
     ) -> Tokenizer:
         """Learn a byte-level BPE vocabulary of `vocab_size` tokens from strings and/or UTF-8 files."""
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, not one string: write texts=[text]")
         if vocab_size < MIN_VOCAB_SIZE:
             raise ValueError(
                 f"vocab_size={vocab_size} is too small: byte-level BPE needs at least {MIN_VOCAB_SIZE} "

@@ -39,15 +39,19 @@ def brute_force_allowed(T_q, T_k, causal, key_mask):
     return allowed
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
 @pytest.mark.parametrize("padding", [False, True], ids=["no-pad", "pad"])
 @pytest.mark.parametrize("extra_keys", [0, 3], ids=["P=0", "P=3"])
-def test_math_and_sdpa_agree_forward_and_backward(causal, padding, extra_keys):
+def test_math_and_sdpa_agree_forward_and_backward(causal, padding, extra_keys, device):
     """The fused path equals the reference: outputs and the gradients of q, k, v (which include the prefix's)."""
     T = 6
-    q, k, v = random_qkv(T_q=T, T_k=T + extra_keys, requires_grad=True)
-    key_mask = padding_key_mask(2, T + extra_keys, n_pad=2) if padding else None
-    g_out = torch.randn(2, 3, T, 8, generator=torch.Generator().manual_seed(1))
+    q, k, v = (t.to(device).requires_grad_(True) for t in random_qkv(T_q=T, T_k=T + extra_keys))
+    key_mask = padding_key_mask(2, T + extra_keys, n_pad=2).to(device) if padding else None
+    g_out = torch.randn(2, 3, T, 8, generator=torch.Generator().manual_seed(1)).to(device)
     results = {}
     for backend in ("math", "sdpa"):
         out = attention(q, k, v, causal, key_mask, 0.0, backend)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from minilm import KVCache, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss, parameter_count
-from minilm.model import FeedForward, LayerNorm
+from minilm.model import FeedForward, LayerNorm, position_ids
 from conftest import random_ids, tiny_config, tiny_model
 
 BACKENDS = ["math", "sdpa"]
@@ -135,6 +135,13 @@ def test_padded_batch_equals_each_sequence_alone(backend, causal, side, tokenize
         alone = model(torch.tensor([tokenizer.encode(text)]))[0]
         real = batch["attention_mask"][row].bool()
         torch.testing.assert_close(logits[row, real], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_positions_count_only_real_tokens():
+    real = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], dtype=torch.bool)
+    positions = position_ids(real, torch.tensor([0, 0, 4]), 5)
+    assert positions[real].tolist() == [0, 1, 2, 0, 1, 2, 4, 5, 6]
+    assert position_ids(None, torch.tensor([0, 3]), 3).tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_inputs_embeds_of_the_token_embeddings_equal_input_ids():

@@ -104,6 +104,11 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
         Tokenizer.train(files=[tmp_path / "blank.txt"], vocab_size=300)
 
 
+def test_a_bare_string_instead_of_a_list_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"texts must be a list of strings, not one string: write texts=\[text\]"):
+        Tokenizer.train(texts="hello world", vocab_size=300)
+
+
 def test_vocab_smaller_than_bytes_plus_specials_is_rejected():
     with pytest.raises(ValueError, match=f"needs at least {MIN_VOCAB_SIZE}"):
         Tokenizer.train(texts=["hello"], vocab_size=100)
