@@ -43,8 +43,13 @@ class KVCache:
         self.layers = [LayerCache() for _ in range(n_layers)]
         self.key_mask: Tensor | None = None
         self.positions: Tensor | None = None
-        self.length = 0
         self.n_tokens = 0
+
+    @property
+    def length(self) -> int:
+        """S, the number of cached keys (prefix + tokens)."""
+        k = self.layers[0].k
+        return 0 if k is None else k.size(2)
 
     def __len__(self) -> int:
         return self.length

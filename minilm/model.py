@@ -186,7 +186,6 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.key_mask = key_mask
             cache.positions = start + (T if real is None else real.sum(dim=1))
-            cache.length += n_prefix + T
             cache.n_tokens += T
         return self.ln_f(x)
 
