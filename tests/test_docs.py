@@ -59,7 +59,6 @@ def is_test_in_file(path: str, symbol: str) -> bool:
     return symbol.split(".")[-1].startswith("test_") and symbol in names
 
 
-
 def test_docs_folder_has_pages():
     assert len(PAGES) >= 4
 

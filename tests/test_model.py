@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from minilm import KVCache, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss, parameter_count
+from minilm.attention import BACKENDS as ATTENTION_BACKENDS
 from minilm.model import FeedForward, LayerNorm, position_ids
 from conftest import random_ids, tiny_config, tiny_model
 
-BACKENDS = ["math", "sdpa"]
+BACKENDS = list(ATTENTION_BACKENDS)
 
 
 def random_prefix(config, batch=1, length=3, seed=0):

@@ -38,7 +38,7 @@ def test_torch_requirement_admits_2_13_0_and_core_dependencies_are_declared():
     assert metadata.metadata("minilm")["Requires-Python"] == ">=3.10"
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch):
+def test_readme_python_examples_run(monkeypatch):
     """Every ```python block in the README is a runnable example."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
     assert len(blocks) >= 3
