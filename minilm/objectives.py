@@ -88,3 +88,16 @@ def masked_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
     return token_cross_entropy(logits, labels)
+
+
+def masked_lm_loss_on_selected(hidden: Tensor, output_embedding: Tensor, labels: Tensor) -> Tensor:
+    """The masked LM loss computing logits z_i = h_i E^T only at the selected positions i in M.
+
+    Equal to masked_lm_loss(h E^T, labels), but the output layer costs |M| d V instead of T d V
+    multiply-adds: about 15% of it at BERT's masking rate.
+    """
+    if hidden.shape[:-1] != labels.shape:
+        raise ValueError(f"hidden states {tuple(hidden.shape)} do not match labels {tuple(labels.shape)}")
+    selected = labels != IGNORE_INDEX
+    logits = F.linear(hidden[selected], output_embedding)
+    return token_cross_entropy(logits, labels[selected])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minilm import IGNORE_INDEX, causal_lm_loss, mask_tokens, masked_lm_loss
+from minilm.objectives import masked_lm_loss_on_selected
 from minilm.tokenizer import MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, CLS_ID, SEP_ID
 from conftest import random_ids
 
@@ -110,3 +111,18 @@ def test_masked_lm_loss_with_nothing_selected_is_zero_not_nan():
 def test_bad_mask_probability_is_a_clear_error():
     with pytest.raises(ValueError, match=r"mask_prob must be in \(0, 1\)"):
         mask_tokens(random_ids(1, 4), 300, torch.Generator(), mask_prob=1.5)
+
+
+def test_masked_loss_on_selected_positions_equals_the_loss_over_the_full_output_layer():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 10, 16, requires_grad=True)
+    E = torch.randn(50, 16, requires_grad=True)
+    labels = torch.full((3, 10), IGNORE_INDEX)
+    labels[0, 2], labels[1, 5], labels[2, 9], labels[2, 0] = 7, 8, 9, 49
+    full = masked_lm_loss(hidden @ E.T, labels)
+    selected = masked_lm_loss_on_selected(hidden, E, labels)
+    torch.testing.assert_close(selected, full)
+    g_full = torch.autograd.grad(full, (hidden, E))
+    g_sel = torch.autograd.grad(selected, (hidden, E))
+    for a, b in zip(g_full, g_sel):
+        torch.testing.assert_close(a, b)
