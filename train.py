@@ -256,11 +256,10 @@ def pretrain_settings(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain(given: dict[str, Any]) -> int:
-    import torch
     import torch.distributed as dist
 
     from minilm import ModelConfig, Tokenizer, Transformer
-    from minilm.data import prepare_corpus, read_corpus
+    from minilm.data import prepare_corpus
     from minilm.trainer import Processes, TrainConfig, Trainer
 
     resume, overwrite = bool(given.get("resume")), bool(given.get("overwrite"))
@@ -276,35 +275,26 @@ def pretrain(given: dict[str, Any]) -> int:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     say = print if procs.is_main else (lambda *a, **k: None)
 
-    cache_dir = Path(s["cache_dir"]) if s["cache_dir"] else out.parent / ".cache"
+    cache_dir = (Path(s["cache_dir"]) if s["cache_dir"] else out.parent / ".cache").resolve()
+    s["cache_dir"] = str(cache_dir)
+    failure = None
     if procs.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if overwrite and not resume:
-            for name in ("train_state.pt", "model.safetensors", "best.safetensors", "metrics.jsonl"):
-                (out / name).unlink(missing_ok=True)
-        if resume or s["tokenizer"]:
-            tokenizer = Tokenizer.load(out / "tokenizer.json" if resume else s["tokenizer"])
-        else:
-            _, _, train_texts, _ = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"])
-            tokenizer = Tokenizer.train(texts=train_texts, vocab_size=s["vocab"])
-        config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=s["width"], n_heads=s["heads"], n_layers=s["layers"],
-                             d_ff=s["ffn"], max_len=s["context"], dropout=s["dropout"], causal=s["objective"] == "causal",
-                             attention=s["attention"])
-        if resume and ModelConfig.load(out / "config.json") != config:
-            raise UserError(f"--resume: {out}/config.json describes a different model than these settings; "
-                            "resume with the flags the run was started with")
-        corpus = prepare_corpus(s["data"], tokenizer, cache_dir, s["val_fraction"], s["skip_invalid_utf8"])
-        tokenizer.save(out / "tokenizer.json")
-        config.save(out / "config.json")
-        from minilm.checkpoint import atomic_write
-
-        atomic_write(out / "train_args.json", json.dumps({k: v for k, v in s.items() if k not in ("device",)}, indent=2))
-    if procs.world_size > 1:
-        dist.barrier()  # the tokenizer, config and cached ids exist now; the other processes read them
+        try:
+            tokenizer, config, corpus = prepare_run(s, out, resume, overwrite, cache_dir)
+        except (UserError, ValueError, FileNotFoundError) as e:
+            failure = e
+    if procs.world_size > 1:  # tell the other processes whether rank 0 got the data ready, then they read it
+        box = [None if failure is None else str(failure)]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            dist.destroy_process_group()
+            raise failure if failure is not None else UserError(box[0])
         if not procs.is_main:
             tokenizer = Tokenizer.load(out / "tokenizer.json")
             config = ModelConfig.load(out / "config.json")
             corpus = prepare_corpus(s["data"], tokenizer, cache_dir, s["val_fraction"], s["skip_invalid_utf8"])
+    elif failure is not None:
+        raise failure
 
     model = Transformer(config, seed=s["seed"])
     n = model.num_parameters()
@@ -341,6 +331,34 @@ def pretrain(given: dict[str, Any]) -> int:
         say(f"\nfill-mask demo (python train.py fill-mask --from {out} --text {json.dumps(masked)}), answer {answer!r}:")
         show_fill_mask(best_model, tokenizer, masked, top_k=5)
     return 0
+
+
+def prepare_run(s: dict[str, Any], out: Path, resume: bool, overwrite: bool, cache_dir: Path):
+    """Rank 0's part of starting a run: the tokenizer, the model config, the cached corpus and the run's JSON files."""
+    from minilm import ModelConfig, Tokenizer
+    from minilm.checkpoint import atomic_write
+    from minilm.data import prepare_corpus, read_corpus
+
+    if resume or s["tokenizer"]:
+        tokenizer = Tokenizer.load(out / "tokenizer.json" if resume else s["tokenizer"])
+    else:
+        _, _, train_texts, _ = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"])
+        tokenizer = Tokenizer.train(texts=train_texts, vocab_size=s["vocab"])
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=s["width"], n_heads=s["heads"], n_layers=s["layers"],
+                         d_ff=s["ffn"], max_len=s["context"], dropout=s["dropout"], causal=s["objective"] == "causal",
+                         attention=s["attention"])
+    if resume and ModelConfig.load(out / "config.json") != config:
+        raise UserError(f"--resume: {out}/config.json describes a different model than these settings; "
+                        "resume with the flags the run was started with")
+    corpus = prepare_corpus(s["data"], tokenizer, cache_dir, s["val_fraction"], s["skip_invalid_utf8"])
+    out.mkdir(parents=True, exist_ok=True)  # only now that the data is known to be good
+    if overwrite and not resume:
+        for name in ("train_state.pt", "model.safetensors", "best.safetensors", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    tokenizer.save(out / "tokenizer.json")
+    config.save(out / "config.json")
+    atomic_write(out / "train_args.json", json.dumps({k: v for k, v in s.items() if k not in ("device",)}, indent=2))
+    return tokenizer, config, corpus
 
 
 def corpus_val_text(s: dict[str, Any]) -> str:

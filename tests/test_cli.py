@@ -242,3 +242,14 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path, text_fil
     two = safetensors.torch.load_file(tmp_path / "two" / "model.safetensors")
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_stops_every_process_when_the_data_is_bad(tmp_path):
+    """Rank 0 prepares the data; when that fails, the other process is told and exits instead of waiting forever."""
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(ROOT / "train.py"), "pretrain", "--data", str(tmp_path / "missing.txt"), *TINY,
+                             "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    assert result.stderr.count("missing.txt does not exist") == 2  # both processes report the same one line
