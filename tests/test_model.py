@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from minilm import KVCache, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss, parameter_count
 from minilm.attention import BACKENDS as ATTENTION_BACKENDS
-from minilm.model import FeedForward, LayerNorm, position_ids
+from minilm.model import FeedForward, LayerNorm, layer_norm, position_ids
 from conftest import random_ids, tiny_config, tiny_model
 
 BACKENDS = list(ATTENTION_BACKENDS)
@@ -52,6 +52,22 @@ def test_layer_norm_matches_its_equation_and_torch():
     y = (ln(x) - ln.beta) / ln.gamma
     torch.testing.assert_close(y.mean(-1), torch.zeros(3, 5), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(3, 5), atol=1e-3, rtol=0)
+
+
+def test_layer_norm_fused_kernel_equals_the_written_out_equation_in_values_and_gradients():
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.gamma.normal_()
+        ln.beta.normal_()
+    x = (torch.randn(3, 5, 16) * 4 + 2).requires_grad_()
+    upstream = torch.randn(3, 5, 16)
+    fused = torch.autograd.grad(ln(x), (x, ln.gamma, ln.beta), upstream)
+    written_out = torch.autograd.grad(layer_norm(x, ln.gamma, ln.beta, ln.eps), (x, ln.gamma, ln.beta), upstream)
+    torch.testing.assert_close(ln(x), layer_norm(x, ln.gamma, ln.beta, ln.eps))
+    for a, b in zip(fused, written_out):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision keeps LayerNorm in float32, as the written-out form
+        assert ln(x).dtype == torch.float32
 
 
 def test_feed_forward_is_gelu_between_two_linear_maps():
