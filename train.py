@@ -322,12 +322,13 @@ def pretrain(given: dict[str, Any]) -> int:
         f"{val['loss']:.4f} per token (perplexity {val['perplexity']:.2f}){bpb} on the whole validation split")
     say(f"saved in {out}/ (best.safetensors, model.safetensors, metrics.jsonl)")
     best_model, tokenizer, _ = load_run(str(out), "best", device)
-    demo_text = tokenizer.decode(tokenizer.encode(first_line(corpus_val_text(s)))[: config.max_len // 4])
+    val_text = corpus_val_text(s)
     if s["objective"] == "causal":
+        demo_text = tokenizer.decode(tokenizer.encode(first_line(val_text))[: config.max_len // 4])
         say(f"\nsample (python train.py generate --from {out} --prompt {json.dumps(demo_text)}):")
         say(complete(best_model, tokenizer, demo_text, max_new_tokens=200, temperature=0.8, top_k=None, top_p=None, seed=0))
     else:
-        masked, answer = mask_one_word(demo_text, tokenizer)
+        masked, answer = mask_one_word(val_text, tokenizer)
         say(f"\nfill-mask demo (python train.py fill-mask --from {out} --text {json.dumps(masked)}), answer {answer!r}:")
         show_fill_mask(best_model, tokenizer, masked, top_k=5)
     return 0
@@ -375,13 +376,18 @@ def first_line(text: str, min_words: int = 4) -> str:
 
 
 def mask_one_word(text: str, tokenizer) -> tuple[str, str]:
-    """Replace the middle-most word that is a single token (with its leading space) by [MASK]."""
-    words = text.split(" ")
-    order = sorted(range(1, len(words)), key=lambda i: abs(i - len(words) / 2))
-    for i in order:
-        if words[i].isalpha() and len(tokenizer.encode(" " + words[i])) == 1:
-            return " ".join(words[:i] + ["[MASK]"] + words[i + 1 :]), " " + words[i]
-    return text + " [MASK]", "(none)"
+    """A fill-mask demo from the validation text: the first line of 6+ words with a word that is one token,
+    that word (the one nearest the middle) replaced by [MASK]. Returns (masked line, the hidden word)."""
+    for line in [line.strip() for line in text.splitlines()][:200]:
+        words = line.split(" ")
+        if len(words) < 6:
+            continue
+        for i in sorted(range(1, len(words)), key=lambda i: abs(i - len(words) / 2)):
+            word = words[i].strip(",.;:!?'\"")
+            if word.isalpha() and len(tokenizer.encode(" " + word)) == 1:
+                masked = " ".join(words[:i] + [words[i].replace(word, "[MASK]", 1)] + words[i + 1 :])
+                return masked.replace(" [MASK]", "[MASK]", 1), " " + word
+    return text.splitlines()[0] + "[MASK]", "(none)"
 
 
 # ---- generate, fill-mask, eval, plot ------------------------------------------------------------------
