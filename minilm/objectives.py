@@ -24,13 +24,14 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor | N
     """
     if logits.shape[:2] != input_ids.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match input_ids {tuple(input_ids.shape)} in (batch, seq)")
-    targets = input_ids[:, 1:].long()
+    targets = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)  # the label of position t is x_{t+1};
+    targets[:, :-1] = input_ids[:, 1:]  # shifting the labels, not the logits, avoids copying a (B, T, V) tensor
     if attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
         real = attention_mask.bool()
-        targets = targets.masked_fill(~(real[:, 1:] & real[:, :-1]), IGNORE_INDEX)
-    return token_cross_entropy(logits[:, :-1], targets)
+        targets[:, :-1].masked_fill_(~(real[:, 1:] & real[:, :-1]), IGNORE_INDEX)
+    return token_cross_entropy(logits, targets)
 
 
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
