@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 
 from minilm.checkpoint import atomic_write
-from minilm.tokenizer import CLS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, Tokenizer
+from minilm.tokenizer import CLS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, Tokenizer, read_utf8_lines
 
 CACHE_FORMAT = 1
 TEXT_SUFFIXES = (".txt",)
@@ -54,21 +53,8 @@ def find_text_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
 
 
 def read_text(path: Path, skip_invalid_utf8: bool = False) -> str:
-    """The text of a UTF-8 file; bad bytes are an error naming the byte offset, or dropped with a warning."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if not skip_invalid_utf8:
-            line = raw.count(b"\n", 0, e.start) + 1
-            raise ValueError(
-                f"{path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start} (line {line}); "
-                "re-encode it (e.g. `iconv -f latin1 -t utf-8`) or pass --skip-invalid-utf8 to drop bad bytes"
-            ) from None
-    text = raw.decode("utf-8", errors="ignore")
-    dropped = len(raw) - len(text.encode("utf-8"))
-    warnings.warn(f"{path}: dropped {dropped} bytes that are not valid UTF-8", stacklevel=2)
-    return text
+    """The whole text of a UTF-8 file; bad bytes are an error naming the line and byte offset, or dropped on request."""
+    return "".join(read_utf8_lines(path, skip_invalid_utf8))
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:

@@ -8,6 +8,7 @@ learns merges of frequent byte pairs up to `vocab_size` tokens.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -22,22 +23,30 @@ NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 MIN_VOCAB_SIZE = NUM_SPECIAL_TOKENS + 256  # the specials plus one token per byte value
 
 
-def read_utf8_lines(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield the lines of a UTF-8 text file, failing with the file, line and byte offset of bad bytes."""
+def read_utf8_lines(path: str | os.PathLike[str], skip_invalid_utf8: bool = False) -> Iterator[str]:
+    """Yield the lines of a UTF-8 text file, failing with the file, line and byte offset of bad bytes
+    (or, with `skip_invalid_utf8`, dropping them with one warning per file)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file {path!r} does not exist (or is not a file)")
-    offset = 0
+    offset, dropped = 0, 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at line {lineno}, "
-                    f"byte offset {offset + e.start}; re-encode it, e.g. `iconv -f latin1 -t utf-8`"
-                ) from None
+                if not skip_invalid_utf8:
+                    raise ValueError(
+                        f"{path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at line {lineno}, "
+                        f"byte offset {offset + e.start}; re-encode it, e.g. `iconv -f latin1 -t utf-8`, "
+                        "or drop bad bytes (skip_invalid_utf8=True; train.py --skip-invalid-utf8)"
+                    ) from None
+                line = raw.decode("utf-8", errors="ignore")
+                dropped += len(raw) - len(line.encode("utf-8"))
+                yield line
             offset += len(raw)
+    if dropped:
+        warnings.warn(f"{path}: dropped {dropped} bytes that are not valid UTF-8", stacklevel=2)
 
 
 class Tokenizer:

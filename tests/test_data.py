@@ -101,7 +101,7 @@ def test_missing_path_and_empty_folder_are_clear_errors(tmp_path):
 def test_non_utf8_bytes_name_the_file_and_byte_offset_or_are_dropped_on_request(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: invalid byte 0xe9 at byte offset 14 \(line 2\)"):
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8 text: invalid byte 0xe9 at line 2, byte offset 14"):
         read_text(path)
     with pytest.warns(UserWarning, match="dropped 1 bytes"):
         assert read_text(path, skip_invalid_utf8=True) == "first line\ncaf\n"
