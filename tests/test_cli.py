@@ -219,7 +219,7 @@ def test_fill_mask_on_a_causal_model_and_generate_on_a_masked_one(capsys, causal
 
 def test_the_command_line_prints_no_traceback_and_exits_2(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "generate", "--from", str(tmp_path), "--prompt", "x"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "holds no model" in result.stderr
 
@@ -251,6 +251,6 @@ def test_torchrun_stops_every_process_when_the_data_is_bad(tmp_path):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(ROOT / "train.py"), "pretrain", "--data", str(tmp_path / "missing.txt"), *TINY,
                              "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode != 0
     assert result.stderr.count("missing.txt does not exist") == 2  # both processes report the same one line
