@@ -307,7 +307,7 @@ def pretrain(given: dict[str, Any]) -> int:
         f"{val['loss']:.4f} per token (perplexity {val['perplexity']:.2f}){bpb} on the whole validation split")
     say(f"saved in {out}/ (best.safetensors, model.safetensors, metrics.jsonl)")
     best_model, tokenizer, _ = load_run(str(out), "best", device)
-    val_text = corpus_val_text(s)
+    val_text = tokenizer.decode(corpus.val.ids[:4096].tolist())  # the start of the validation text, for the demo
     if s["objective"] == "causal":
         demo_text = tokenizer.decode(tokenizer.encode(first_line(val_text))[: config.max_len // 4])
         say(f"\nsample (python train.py generate --from {out} --prompt {json.dumps(demo_text)}):")
@@ -345,13 +345,6 @@ def prepare_run(s: dict[str, Any], out: Path, resume: bool, overwrite: bool, cac
     config.save(out / "config.json")
     atomic_write(out / "train_args.json", json.dumps({k: v for k, v in s.items() if k not in ("device",)}, indent=2))
     return tokenizer, config, corpus
-
-
-def corpus_val_text(s: dict[str, Any]) -> str:
-    from minilm.data import read_corpus
-
-    _, _, _, val_texts = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"])
-    return "".join(val_texts)
 
 
 def first_line(text: str, min_words: int = 4) -> str:
