@@ -292,6 +292,8 @@ def pretrain(given: dict[str, Any]) -> int:
     start = time.perf_counter()
     try:
         summary = trainer.fit()
+        if procs.world_size > 1:
+            dist.barrier()  # rank 0 ends with a full evaluation; a process that left the group early aborts in gloo
     except KeyboardInterrupt:
         say(f"\ninterrupted at step {trainer.step}; the last checkpoint is intact: continue with "
             f"`python train.py pretrain --out {out} --resume`", file=sys.stderr)
