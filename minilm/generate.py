@@ -66,7 +66,9 @@ def generate(
     max_new_tokens: int,
     *,
     attention_mask: Tensor | None = None,
+    prompt_embeds: Tensor | None = None,
     prefix: Prefix | None = None,
+    prefix_mask: Tensor | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -81,6 +83,10 @@ def generate(
     side. With `use_cache` each step feeds only the new token and reuses the cached keys/values;
     without it each step recomputes the whole sequence (same logits, slower). `seed` makes the
     sampling reproducible. The model must be causal, and T + max_new_tokens must fit in max_len.
+
+    Tuning methods enter here as in the model's forward: `prompt_embeds` (B or 1, n, d) are soft-prompt
+    vectors placed before the prompt's tokens (they take n positions), `prefix` / `prefix_mask` are
+    per-layer keys and values. Both are seen in the first step and live in the KV cache afterwards.
     """
     config = model.config
     if not config.causal:
@@ -89,10 +95,12 @@ def generate(
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
     B, T = input_ids.shape
-    if T + max_new_tokens > config.max_len:
+    n_soft = 0 if prompt_embeds is None else prompt_embeds.size(1)
+    if n_soft + T + max_new_tokens > config.max_len:
+        soft = f" after {n_soft} soft-prompt vectors" if n_soft else ""
         raise ValueError(
-            f"the prompt has {T} tokens and max_new_tokens={max_new_tokens}, but the model's max_len is "
-            f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - T, 0)} new tokens"
+            f"the prompt has {T} tokens{soft} and max_new_tokens={max_new_tokens}, but the model's max_len is "
+            f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - n_soft - T, 0)} new tokens"
         )
     device = input_ids.device
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(device, torch.bool)
@@ -106,7 +114,18 @@ def generate(
     model.eval()
     try:
         cache = KVCache(config.n_layers) if use_cache else None
-        logits = model(input_ids, attention_mask=attention_mask, prefix=prefix, cache=cache)
+
+        def whole_sequence(ids: Tensor, mask: Tensor, cache: KVCache | None) -> Tensor:
+            """Logits of [soft prompt; ids] for the token positions."""
+            if prompt_embeds is None:
+                return model(ids, attention_mask=mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache)
+            soft = prompt_embeds.expand(B, -1, -1)
+            embeds = torch.cat([soft, model.tok_emb(ids)], dim=1)
+            full_mask = torch.cat([torch.ones(B, n_soft, dtype=torch.bool, device=device), mask], dim=1)
+            out = model(inputs_embeds=embeds, attention_mask=full_mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache)
+            return out[:, n_soft:]
+
+        logits = whole_sequence(input_ids, mask, cache)
         last_real = T - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
         next_logits = logits[torch.arange(B, device=device), last_real]
         ids, finished = input_ids, torch.zeros(B, dtype=torch.bool, device=device)
@@ -122,7 +141,7 @@ def generate(
             if cache is not None:
                 next_logits = model(token[:, None], attention_mask=mask[:, -1:], cache=cache)[:, -1]
             else:
-                next_logits = model(ids, attention_mask=mask, prefix=prefix)[:, -1]
+                next_logits = whole_sequence(ids, mask, None)[:, -1]
         return ids
     finally:
         model.train(was_training)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from minilm.attention import MultiHeadAttention
@@ -119,6 +120,9 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = LayerNorm(config.d_model)
+        self.gradient_checkpointing = False
+        """When True, training forward passes keep only each block's input and recompute the block in the
+        backward pass: activation memory O(L) block inputs instead of every intermediate, for ~1 extra forward."""
         self.reset_parameters(seed)
 
     @torch.no_grad()
@@ -151,11 +155,13 @@ class Transformer(nn.Module):
         inputs_embeds: Tensor | None = None,
         attention_mask: Tensor | None = None,
         prefix: Prefix | None = None,
+        prefix_mask: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
         """logits = LN_f(h_L) E^T, shape (B, T, V): a score for every vocabulary token at every position."""
         h = self.hidden_states(
-            input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, prefix=prefix, cache=cache
+            input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, prefix=prefix,
+            prefix_mask=prefix_mask, cache=cache,
         )
         return F.linear(h, self.tok_emb.weight)
 
@@ -166,6 +172,7 @@ class Transformer(nn.Module):
         inputs_embeds: Tensor | None = None,
         attention_mask: Tensor | None = None,
         prefix: Prefix | None = None,
+        prefix_mask: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
         """LN_f(h_L), shape (B, T, d): the final hidden vector of every position.
@@ -176,6 +183,8 @@ class Transformer(nn.Module):
                         and takes no position, so a padded row gives the same outputs as the row alone
         prefix          one (prefix_k, prefix_v) pair per block, each (B or 1, h, P, d_k): keys and values
                         every query may attend to (causality applies among the real tokens only)
+        prefix_mask     (B, P) True at prefix positions that are used; rows of a mixed-task batch whose
+                        prefix is shorter than P pad it with False (None: every prefix position is used)
         cache           a KVCache to continue from; it is extended in place with this call's keys/values
         """
         x = self._token_embeddings(input_ids, inputs_embeds)
@@ -188,9 +197,16 @@ class Transformer(nn.Module):
         x = self.drop(x + self.pos_emb(position_ids(real, start, T)))
 
         n_prefix = layer_prefixes[0][0].size(2) if layer_prefixes[0] is not None else 0
-        key_mask = self._key_mask(cache, n_prefix, real, B, T, x.device)
+        prefix_visible = self._prefix_mask(prefix_mask, B, n_prefix, x.device)
+        key_mask = self._key_mask(cache, n_prefix, prefix_visible, real, B, T, x.device)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, key_mask, layer_prefixes[i], cache.layers[i] if cache is not None else None)
+            layer_cache = cache.layers[i] if cache is not None else None
+            if recompute and layer_cache is None:
+                # keep only the block's input; its activations are recomputed (same dropout masks) in backward
+                x = torch.utils.checkpoint.checkpoint(block, x, key_mask, layer_prefixes[i], use_reentrant=False)
+            else:
+                x = block(x, key_mask, layer_prefixes[i], layer_cache)
 
         if cache is not None:
             cache.key_mask = key_mask
@@ -271,15 +287,27 @@ class Transformer(nn.Module):
             raise ValueError("the prefix is already in the KV cache: pass prefix only with the first chunk")
 
     @staticmethod
-    def _key_mask(cache: KVCache | None, n_prefix: int, real: Tensor | None, B: int, T: int, device: torch.device) -> Tensor | None:
+    def _prefix_mask(prefix_mask: Tensor | None, B: int, P: int, device: torch.device) -> Tensor | None:
+        if prefix_mask is None:
+            return None
+        if P == 0:
+            raise ValueError("prefix_mask was given without a prefix")
+        if prefix_mask.shape != (B, P):
+            raise ValueError(f"prefix_mask has shape {tuple(prefix_mask.shape)} but the prefix is {(B, P)}: one entry per row and prefix position")
+        return prefix_mask.to(device=device, dtype=torch.bool)
+
+    @staticmethod
+    def _key_mask(
+        cache: KVCache | None, n_prefix: int, prefix_visible: Tensor | None, real: Tensor | None, B: int, T: int, device: torch.device
+    ) -> Tensor | None:
         """Visibility of every key [cached; prefix; new tokens] as (B, S + P + T) bool, or None if all are visible."""
         cached = cache.key_mask if cache is not None else None
-        if cached is None and real is None:
+        if cached is None and real is None and prefix_visible is None:
             return None
         S = cache.length if cache is not None else 0
         parts = [
             cached if cached is not None else torch.ones(B, S, dtype=torch.bool, device=device),
-            torch.ones(B, n_prefix, dtype=torch.bool, device=device),
+            prefix_visible if prefix_visible is not None else torch.ones(B, n_prefix, dtype=torch.bool, device=device),
             real if real is not None else torch.ones(B, T, dtype=torch.bool, device=device),
         ]
         return torch.cat(parts, dim=1)

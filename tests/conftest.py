@@ -34,3 +34,20 @@ def random_ids(batch: int, length: int, vocab_size: int = 300, seed: int = 0) ->
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:
     return Tokenizer.train(texts=SAMPLE_TEXT, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def sentiment_base():
+    """(state_dict, config, tokenizer) of the synthetic-task base (tests/synthetic_task.py), pretrained once."""
+    from synthetic_task import pretrained_base
+
+    model, tok = pretrained_base()
+    return {k: v.clone() for k, v in model.state_dict().items()}, model.config, tok
+
+
+@pytest.fixture(scope="session")
+def sentiment_task(tmp_path_factory):
+    """The synthetic sentiment task folder (train 400 / dev 200)."""
+    from synthetic_task import write_task
+
+    return write_task(tmp_path_factory.mktemp("task") / "synthetic")

@@ -1,0 +1,34 @@
+"""Classification metrics: accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
+
+    accuracy   = (1/N) sum_i [y*_i = y_i]
+    P_c = TP_c / (TP_c + FP_c)     R_c = TP_c / (TP_c + FN_c)     F1_c = 2 P_c R_c / (P_c + R_c)
+    macro-F1   = (1/C) sum_c F1_c      (a class never predicted and never present counts F1 = 0 only if present)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def classification_report(predicted: list[int], gold: list[int], labels: list[str]) -> dict[str, Any]:
+    """All metrics as a JSON-ready dict; confusion[i][j] counts gold label i predicted as j."""
+    if len(predicted) != len(gold) or not gold:
+        raise ValueError(f"need as many predictions as gold labels (and at least one), got {len(predicted)} and {len(gold)}")
+    C = len(labels)
+    confusion = [[0] * C for _ in range(C)]
+    for p, g in zip(predicted, gold):
+        confusion[g][p] += 1
+    per_class, f1s = {}, []
+    for c, label in enumerate(labels):
+        tp = confusion[c][c]
+        fp = sum(confusion[g][c] for g in range(C)) - tp
+        fn = sum(confusion[c]) - tp
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+        if tp + fn or tp + fp:
+            f1s.append(f1)
+    accuracy = sum(confusion[c][c] for c in range(C)) / len(gold)
+    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s), "per_class": per_class,
+            "confusion": confusion, "labels": list(labels), "n": len(gold)}

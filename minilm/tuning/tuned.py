@@ -1,0 +1,188 @@
+"""A tuned model: a base Transformer, one tuning method, and a task readout (head or verbalizer).
+
+Saving writes only what tuning changed:
+
+    tuned.safetensors     the tuned tensors for inference (a prefix or prompt encoder folded: just its vectors)
+    reparam.safetensors   the reparameterisation network (prefix MLP, prompt encoder), to resume training
+    tuned.json            method, hyper-parameters, readout, labels, and the SHA-256 of the base's weights
+
+Loading rebuilds the method on the base it was tuned from (checked by the hash) and reproduces its
+outputs exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minilm.checkpoint import atomic_write
+from minilm.model import Transformer
+from minilm.tokenizer import Tokenizer
+from minilm.tuning.heads import ClassificationHead, Verbalizer
+from minilm.tuning.method import TuningMethod, count, trainable_parameters
+
+FORMAT = 1
+TUNED_FILE, REPARAM_FILE, META_FILE = "tuned.safetensors", "reparam.safetensors", "tuned.json"
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over every (name, dtype, shape, bytes) of the model's state, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class TunedModel(nn.Module):
+    """base + method + readout. `method.setup(base)` decides what trains; the readout's parameters always train."""
+
+    def __init__(self, base: Transformer, method: TuningMethod, readout: ClassificationHead | Verbalizer,
+                 labels: list[str] | None = None, base_sha256: str | None = None) -> None:
+        super().__init__()
+        self.base_sha256 = base_sha256 or weights_sha256(base)
+        self.base, self.method, self.readout = base, method, readout
+        self.labels = labels or [str(i) for i in range(readout.n_classes)]
+        if len(self.labels) != readout.n_classes:
+            raise ValueError(f"{len(self.labels)} labels but the readout scores {readout.n_classes} classes")
+        method.setup(base)
+        self.to(base.tok_emb.weight.device)
+
+    # ---- the forward path ---------------------------------------------------------------------------------
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """LN_f(h_L) over [soft prompt; tokens] (B, n + T, d) and the mask of those positions."""
+        embeds, mask = self.method.embed(self.base, input_ids, attention_mask.bool())
+        layer_prefix = self.method.layer_prefix(input_ids.size(0))
+        prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
+        h = self.base.hidden_states(inputs_embeds=embeds, attention_mask=mask, prefix=prefix, prefix_mask=prefix_mask)
+        return h, mask
+
+    def lm_logits(self, h: Tensor) -> Tensor:
+        """h E^T: the base's tied output projection."""
+        return F.linear(h, self.base.tok_emb.weight)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Class scores (B, C) for text ids (B, T) with right padding."""
+        return self.readout.scores(self, input_ids, attention_mask)
+
+    def max_text_tokens(self) -> int:
+        """How many text tokens fit: max_len minus the soft prompt and the readout's own tokens."""
+        return self.base.config.max_len - self.method.prompt_length - self.readout.extra_tokens(self.base.config.causal)
+
+    def encode(self, tokenizer: Tokenizer, texts: list[str]) -> dict[str, Tensor]:
+        """Text ids with right padding, each text cut to `max_text_tokens` (the readout's tokens are never cut)."""
+        limit = self.max_text_tokens()
+        if limit < 1:
+            raise ValueError(f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}; use a shorter prompt")
+        batch = tokenizer.encode_batch(texts, max_length=limit)
+        device = self.base.tok_emb.weight.device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    # ---- what is trained and saved -----------------------------------------------------------------------
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return trainable_parameters(self)
+
+    def counts(self) -> dict[str, int]:
+        """base: the base's parameters; trainable: what trains now; tuned: numbers saved for inference; readout: the head's."""
+        return {"base": self.base_parameters, "trainable": count(self.trainable()), "tuned": count(self.tuned_state()),
+                "readout": count(list(self.readout.parameters()))}
+
+    @property
+    def base_parameters(self) -> int:
+        """Parameters of the base architecture (LoRA's adapters excluded)."""
+        return self.base.num_parameters() - sum(p.numel() for n, p in self.base.named_parameters() if n.endswith((".A", ".B")))
+
+    def tuned_state(self) -> dict[str, Tensor]:
+        """Inference tensors by name: trainable tensors, with a reparameterised method's output in place of its network."""
+        state = {name: p.detach().clone() for name, p in self.trainable().items() if not name.startswith("method.")}
+        state.update({f"method.{name}": t for name, t in self.method.folded_state().items()})
+        return state
+
+    def metadata(self) -> dict[str, Any]:
+        readout: dict[str, Any] = {"kind": self.readout.kind, "n_classes": self.readout.n_classes}
+        if isinstance(self.readout, Verbalizer):
+            readout["label_token_ids"] = self.readout.label_token_ids
+        return {"format": FORMAT, "method": self.method.name, "hyperparameters": self.method.hyperparameters(),
+                "readout": readout, "labels": self.labels, "base_weights_sha256": self.base_sha256,
+                "base_config": self.base.config.to_dict(), "counts": self.counts()}
+
+    def save(self, folder: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
+        """Write tuned.safetensors (+ reparam.safetensors) and tuned.json into `folder`, each atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        cpu = {k: v.cpu().contiguous() for k, v in self.tuned_state().items()}
+        atomic_write(folder / TUNED_FILE, safetensors.torch.save(cpu))
+        reparam = {k: v.cpu().contiguous() for k, v in self.method.reparameterization_state().items()}
+        if reparam:
+            atomic_write(folder / REPARAM_FILE, safetensors.torch.save(reparam))
+        elif (folder / REPARAM_FILE).exists():
+            (folder / REPARAM_FILE).unlink()
+        atomic_write(folder / META_FILE, json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], base: Transformer, for_training: bool = False) -> TunedModel:
+        """Apply the tuned tensors in `folder` to `base` (which must be the base they were tuned from).
+
+        for_training: also restore the reparameterisation network, so training continues where it stopped.
+        """
+        from minilm.tuning import build_method  # the registry imports every method; avoid a cycle
+
+        folder = Path(folder)
+        meta = read_metadata(folder)
+        actual = weights_sha256(base)
+        if actual != meta["base_weights_sha256"]:
+            raise ValueError(f"{folder} was tuned from a different base model (weights SHA-256 {meta['base_weights_sha256'][:12]}..., "
+                             f"this base has {actual[:12]}...): load it onto the base run it was tuned from")
+        method = build_method(meta["method"], base, **meta["hyperparameters"])
+        r = meta["readout"]
+        readout = (Verbalizer(r["label_token_ids"]) if r["kind"] == "verbalizer"
+                   else ClassificationHead(base.config.d_model, r["n_classes"]))
+        model = cls(base, method, readout, meta["labels"], base_sha256=actual)
+        method.fold()
+        model.to(base.tok_emb.weight.device)
+        tensors = _read_safetensors(folder / TUNED_FILE)
+        expected = {name: p for name, p in model.trainable().items()}
+        missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+        if missing or unexpected:
+            raise ValueError(f"{folder / TUNED_FILE} does not match {META_FILE} (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                             "the folder is damaged or mixes two runs")
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                if tensor.shape != expected[name].shape:
+                    raise ValueError(f"{folder / TUNED_FILE}: {name} is {tuple(tensor.shape)} but the method needs {tuple(expected[name].shape)}")
+                expected[name].copy_(tensor)
+        if for_training and (folder / REPARAM_FILE).exists():
+            method.load_reparameterization_state(_read_safetensors(folder / REPARAM_FILE))
+            method.to(base.tok_emb.weight.device)
+        return model
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    path = folder / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no tuned model ({META_FILE} is missing): tune one with `train.py tune`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); tune again") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {meta.get('format')!r}, this minilm reads format {FORMAT}")
+    return meta
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the tuned model folder is incomplete")
+    try:
+        return safetensors.torch.load_file(path)
+    except Exception as e:  # safetensors raises its own error type on damaged files
+        raise ValueError(f"{path} is damaged or not a safetensors file ({e})") from None
