@@ -2,7 +2,8 @@
 
     accuracy   = (1/N) sum_i [y*_i = y_i]
     P_c = TP_c / (TP_c + FP_c)     R_c = TP_c / (TP_c + FN_c)     F1_c = 2 P_c R_c / (P_c + R_c)
-    macro-F1   = (1/C) sum_c F1_c      (a class never predicted and never present counts F1 = 0 only if present)
+    macro-F1   = (1/C) sum_c F1_c      (over the C classes present in gold or predictions; P, R or F1 with a zero
+                                     denominator is 0, so a class present but never predicted counts F1 = 0)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ def classification_report(predicted: list[int], gold: list[int], labels: list[st
     if len(predicted) != len(gold) or not gold:
         raise ValueError(f"need as many predictions as gold labels (and at least one), got {len(predicted)} and {len(gold)}")
     C = len(labels)
+    if any(not 0 <= i < C for i in (*predicted, *gold)):
+        raise ValueError(f"class indices must lie in 0..{C - 1} for {C} labels ({', '.join(labels)})")
     confusion = [[0] * C for _ in range(C)]
     for p, g in zip(predicted, gold):
         confusion[g][p] += 1

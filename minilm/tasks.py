@@ -3,7 +3,7 @@
     TASK/train.tsv | train.jsonl      required
     TASK/dev.tsv   | dev.jsonl        used for early stopping and reported
     TASK/test.tsv  | test.jsonl       optional; evaluated only when asked
-    TASK/task.json                    optional: {"labels": [...], "label_words": {label: word}, "text_field": "..."}
+    TASK/task.json                    optional: {"labels": [...], "label_words": {label: word}, "description": "..."}
 
 A TSV has a header line naming its columns (`label` and a text column, `sentence` or `text`); fields
 are split on tabs only (no quoting: a sentence may begin with a quote mark). A JSONL file has one
@@ -105,9 +105,15 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
             spec = json.loads((folder / "task.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{folder / 'task.json'} is not valid JSON ({e})") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{folder / 'task.json'} must be a JSON object with labels, label_words and/or description")
         unknown = sorted(set(spec) - {"labels", "label_words", "description"})
         if unknown:
             raise ValueError(f"{folder / 'task.json'}: unknown key(s) {', '.join(unknown)}; valid keys are labels, label_words, description")
+        if "labels" in spec and not isinstance(spec["labels"], list):
+            raise ValueError(f"{folder / 'task.json'}: 'labels' must be a list of label strings, got {spec['labels']!r}")
+        if not isinstance(spec.get("label_words", {}), dict):
+            raise ValueError(f"{folder / 'task.json'}: 'label_words' must be an object mapping each label to its word")
     files = {split: _split_file(folder, split) for split in SPLITS}
     if files["train"] is None:
         raise FileNotFoundError(f"task folder {folder} has no train.tsv or train.jsonl")
@@ -116,6 +122,9 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
         raise ValueError(f"{files['train']} has no examples")
     if "labels" in spec:
         labels = [str(label) for label in spec["labels"]]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"{folder / 'task.json'}: 'labels' lists {', '.join(map(repr, repeated))} more than once")
         source = f"listed in {folder / 'task.json'}"
     else:
         labels = sorted({label for _, _, label in raw["train"]})
