@@ -55,13 +55,13 @@ def pretraining_lines(n: int = 4000, seed: int = 2) -> list[str]:
     return lines
 
 
-def pretrained_base(steps: int = 600, seed: int = 0) -> tuple[Transformer, Tokenizer]:
+def pretrained_base(steps: int = 800, seed: int = 0, lr: float = 1e-2) -> tuple[Transformer, Tokenizer]:
     """A 2-layer d=32 causal model trained `steps` AdamW steps on `pretraining_lines` (about 4 s on 2 cores)."""
     lines = pretraining_lines()
     tokenizer = Tokenizer.train(texts=lines, vocab_size=300)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=32, dropout=0.0)
     model = Transformer(config, seed=seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         rows = torch.randint(0, len(lines), (32,), generator=generator).tolist()

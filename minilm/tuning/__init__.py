@@ -31,6 +31,9 @@ from minilm.tuning.tuned import TunedModel, weights_sha256
 
 METHODS = ("prompt", "prompt-encoder", "prefix", "freeze", "bitfit", "lora", "full")
 
+DEFAULT_LR = {"prompt": 3e-2, "prompt-encoder": 1e-2, "prefix": 3e-3, "freeze": 1e-3, "bitfit": 1e-2, "lora": 3e-3, "full": 1e-3}
+"""Peak learning rate per method when none is given; how these were chosen is in docs/tuning.md."""
+
 
 def build_method(name: str, base: Transformer, tokenizer: Tokenizer | None = None, **hp: Any) -> TuningMethod:
     """The method `name` for `base` with hyper-parameters `hp` (as stored in tuned.json)."""
@@ -52,6 +55,6 @@ def build_method(name: str, base: Transformer, tokenizer: Tokenizer | None = Non
 
 
 __all__ = [
-    "METHODS", "BitFit", "ClassificationHead", "FullFineTuning", "LayerFreezing", "LoRA", "PrefixTuning", "PromptEncoder",
+    "DEFAULT_LR", "METHODS", "BitFit", "ClassificationHead", "FullFineTuning", "LayerFreezing", "LoRA", "PrefixTuning", "PromptEncoder",
     "SoftPrompt", "TaskBank", "TunedModel", "TuningMethod", "Verbalizer", "build_method", "weights_sha256",
 ]

@@ -32,9 +32,18 @@ class TuningMethod(nn.Module):
         """Decide which base parameters train. The default freezes the whole base."""
         base.requires_grad_(False)
 
+    def soft_prompt(self) -> Tensor | None:
+        """Vectors (n, d) placed in front of the input embeddings, or None (prompt tuning, prompt encoder)."""
+        return None
+
     def embed(self, base: Transformer, input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The input vectors and their mask: E[x] unless the method prepends something."""
-        return base.tok_emb(input_ids), mask
+        """[P; E[x]] and its mask when the method has a soft prompt P, else E[x]."""
+        P = self.soft_prompt()
+        embeds = base.tok_emb(input_ids)
+        if P is None:
+            return embeds, mask
+        B = embeds.size(0)
+        return torch.cat([expand_rows(P, B).to(embeds.dtype), embeds], dim=1), torch.cat([ones_mask(B, P.size(0), mask.device), mask], dim=1)
 
     def layer_prefix(self, batch_size: int) -> tuple[Prefix, Tensor | None] | None:
         """Per-layer (prefix_k, prefix_v) and an optional (B, P) prefix mask, or None."""

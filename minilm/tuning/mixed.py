@@ -15,8 +15,6 @@ from torch import Tensor, nn
 from minilm.model import Transformer
 from minilm.tuning.method import TuningMethod
 from minilm.tuning.prefix import PrefixTuning, split_layers
-from minilm.tuning.prompt import SoftPrompt
-from minilm.tuning.prompt_encoder import PromptEncoder
 
 
 class TaskBank(nn.Module):
@@ -31,13 +29,6 @@ class TaskBank(nn.Module):
         self.base = base
         self.methods = nn.ModuleDict(methods)
 
-    def _prompt(self, method: TuningMethod) -> Tensor | None:
-        if isinstance(method, SoftPrompt):
-            return method.P
-        if isinstance(method, PromptEncoder):
-            return method.prompt()
-        return None
-
     def inputs(self, input_ids: Tensor, attention_mask: Tensor, tasks: list[str]) -> dict:
         """The model inputs of a mixed batch: inputs_embeds, attention_mask, prefix, prefix_mask."""
         B, device = input_ids.size(0), input_ids.device
@@ -47,7 +38,7 @@ class TaskBank(nn.Module):
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; this bank has {', '.join(self.methods)}")
         d, L = self.base.config.d_model, self.base.config.n_layers
-        prompts = [self._prompt(self.methods[t]) for t in tasks]
+        prompts = [self.methods[t].soft_prompt() for t in tasks]
         prefixes = [self.methods[t].prefixes() if isinstance(self.methods[t], PrefixTuning) else None for t in tasks]
         n = max((p.size(0) for p in prompts if p is not None), default=0)
         m = max((p.size(2) for p in prefixes if p is not None), default=0)

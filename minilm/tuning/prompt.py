@@ -16,16 +16,9 @@ from torch import Tensor, nn
 
 from minilm.model import Transformer
 from minilm.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from minilm.tuning.method import TuningMethod, check_positive_int, expand_rows, ones_mask
+from minilm.tuning.method import TuningMethod, check_positive_int
 
 INITS = ("random", "vocab", "text")
-
-
-def prepend_prompt(P: Tensor, embeds: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """[P; E[x]] (B, n + T, d) and its mask (B, n + T); P is (n, d) for every row or (B, n, d) per row."""
-    B = embeds.size(0)
-    rows = expand_rows(P, B) if P.dim() == 2 else P
-    return torch.cat([rows.to(embeds.dtype), embeds], dim=1), torch.cat([ones_mask(B, rows.size(1), mask.device), mask], dim=1)
 
 
 def initial_prompt(base: Transformer, n: int, init: str, seed: int, tokenizer: Tokenizer | None = None, text: str | None = None) -> Tensor:
@@ -87,8 +80,8 @@ class SoftPrompt(TuningMethod):
     def prompt_length(self) -> int:
         return self.P.size(0)
 
-    def embed(self, base: Transformer, input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return prepend_prompt(self.P, base.tok_emb(input_ids), mask)
+    def soft_prompt(self) -> Tensor:
+        return self.P
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"prompt_len": self.prompt_length, "init": self.init, "seed": self.seed}

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from minilm.model import Transformer
 from minilm.tokenizer import Tokenizer
 from minilm.tuning.method import TuningMethod, check_positive_int
-from minilm.tuning.prompt import initial_prompt, parse_init, prepend_prompt
+from minilm.tuning.prompt import initial_prompt, parse_init
 
 
 class PromptMLP(nn.Module):
@@ -79,8 +79,8 @@ class PromptEncoder(TuningMethod):
         """P (n, d): g_phi(U) while training, the stored vectors once folded."""
         return self.encoder() if self.encoder is not None else self.P
 
-    def embed(self, base: Transformer, input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return prepend_prompt(self.prompt(), base.tok_emb(input_ids), mask)
+    def soft_prompt(self) -> Tensor:
+        return self.prompt()
 
     @property
     def folded(self) -> bool:

@@ -74,6 +74,17 @@ class TunedModel(nn.Module):
         """Class scores (B, C) for text ids (B, T) with right padding."""
         return self.readout.scores(self, input_ids, attention_mask)
 
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor:
+        """minilm.generate with this method's soft prompt and prefixes (first step, then the KV cache)."""
+        from minilm.generate import generate
+
+        layer_prefix = self.method.layer_prefix(1)
+        prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
+        P = self.method.soft_prompt()
+        return generate(self.base, input_ids, max_new_tokens, prompt_embeds=None if P is None else P.unsqueeze(0),
+                        prefix=prefix, prefix_mask=prefix_mask, **kwargs)
+
     def max_text_tokens(self) -> int:
         """How many text tokens fit: max_len minus the soft prompt and the readout's own tokens."""
         return self.base.config.max_len - self.method.prompt_length - self.readout.extra_tokens(self.base.config.causal)

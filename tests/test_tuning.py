@@ -1,0 +1,188 @@
+"""Parameter-efficient tuning: what trains, how much, that it saves/loads exactly, and that it learns.
+
+The shared rules of docs/tuning.md, checked for every method: frozen parameters stay bitwise equal,
+trainable counts match closed forms, save/load reproduces outputs exactly and refuses another base,
+and a short run on the synthetic task (tests/synthetic_task.py) lowers the loss and beats chance.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_ids, tiny_config
+
+from minilm import Transformer
+from minilm.tuning import (
+    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, PrefixTuning, TunedModel, Verbalizer, build_method,
+)
+from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
+
+HP = {
+    "prompt": {"prompt_len": 4, "init": "random"},
+    "prompt-encoder": {"prompt_len": 4, "hidden": 16},
+    "prefix": {"prefix_len": 3, "d_prime": 8, "hidden": 16},
+    "freeze": {"recipe": "first", "k": 1},
+    "bitfit": {},
+    "lora": {"rank": 2, "alpha": 4.0},
+    "full": {},
+}
+
+
+def tuned(method: str, causal: bool = True, readout: str = "head", seed: int = 0, **overrides) -> TunedModel:
+    base = Transformer(tiny_config(causal=causal, **overrides), seed=seed)
+    hp = HP[method]
+    m = build_method(method, base, **hp)
+    head = ClassificationHead(base.config.d_model, 2) if readout == "head" else Verbalizer([[10], [11, 12]])
+    return TunedModel(base, m, head)
+
+
+def batch(B: int = 3, T: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = random_ids(B, T, seed=seed)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, T - 2:] = 0  # one padded row
+    return ids, mask
+
+
+def train_steps(model: TunedModel, steps: int = 3, lr: float = 1e-2) -> None:
+    optimizer = torch.optim.AdamW(list(model.trainable().values()), lr=lr, weight_decay=0.1)
+    for step in range(steps):
+        ids, mask = batch(seed=step)
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor([0, 1, 1]))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+# ---- frozen means unchanged -----------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+def test_training_leaves_every_frozen_parameter_bitwise_equal(method):
+    model = tuned(method)
+    trainable = set(model.trainable())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_steps(model)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "training changed nothing"
+    assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)[:3]}"
+    if method != "full":
+        assert len(trainable) < len(before)
+
+
+def test_only_trainable_parameters_reach_the_optimizer(sentiment_task, tmp_path):
+    from minilm.tasks import load_task
+
+    model = tuned("prompt")
+    trainer = TuneTrainer(model, None, load_task(sentiment_task), TuneConfig(), tmp_path, log=lambda _: None)
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(model.method.P), id(model.readout.W_c.weight), id(model.readout.W_c.bias)}
+
+
+# ---- parameter counts in closed form --------------------------------------------------------------------
+def test_trainable_counts_match_the_closed_forms():
+    c = tiny_config()
+    L, d, f, V, N = c.n_layers, c.d_model, c.d_ff, c.vocab_size, c.max_len
+    n, P, r = 4, 3, 2
+    expected_tuned = {
+        "prompt": n * d,
+        "prompt-encoder": n * d,  # folded: the vectors only
+        "prefix": L * 2 * P * d,  # folded: L x 2 x n x d
+        "freeze": V * d + N * d + 1 * (4 * d * d + 2 * d * f + 9 * d + f),
+        "bitfit": L * (7 * d + f) + d,
+        "lora": 2 * L * 2 * r * d,  # W_Q and W_V: 2 r d each per layer
+        "full": Transformer(c).num_parameters(),
+    }
+    for method, value in expected_tuned.items():
+        counts = tuned(method, readout="verbalizer").counts()
+        assert counts["tuned"] == value, method
+        assert counts["readout"] == 0
+    assert LayerFreezing.expected_count(c, "first", 1) == expected_tuned["freeze"]
+    assert BitFit.expected_count(c) == expected_tuned["bitfit"]
+    assert LoRA.expected_count(c, r) == expected_tuned["lora"]
+    # while training, the reparameterisation networks train instead of the vectors they produce
+    prefix = tuned("prefix", readout="verbalizer").counts()
+    assert prefix["trainable"] == P * 8 + (8 * 16 + 16) + (16 * L * 2 * d + L * 2 * d)
+    head = tuned("prompt").counts()
+    assert head["readout"] == d * 2 + 2 and head["tuned"] == n * d + d * 2 + 2
+
+
+def test_last_k_freezing_trains_the_last_blocks_and_the_final_layernorm():
+    base = Transformer(tiny_config())
+    model = TunedModel(base, LayerFreezing("last", 1, base.config.n_layers), Verbalizer([[10], [11]]))
+    names = set(model.trainable())
+    assert names == {n for n, _ in model.named_parameters() if n.startswith(("base.blocks.1.", "base.ln_f."))}
+    assert model.counts()["tuned"] == LayerFreezing.expected_count(base.config, "last", 1)
+
+
+# ---- save / load --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("readout", ["head", "verbalizer"])
+def test_save_then_load_reproduces_outputs_exactly(tmp_path, method, readout):
+    model = tuned(method, readout=readout)
+    train_steps(model)
+    model.eval()
+    ids, mask = batch(seed=9)
+    expected = model(ids, mask)
+    model.save(tmp_path)
+    fresh = Transformer(tiny_config(), seed=0).eval()
+    loaded = TunedModel.load(tmp_path, fresh).eval()
+    torch.testing.assert_close(loaded(ids, mask), expected, rtol=0, atol=0)
+    assert loaded.counts()["tuned"] == model.counts()["tuned"]
+    assert (tmp_path / REPARAM_FILE).exists() == (method in ("prefix", "prompt-encoder"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_loading_onto_a_different_base_is_a_clear_error(tmp_path, method):
+    tuned(method).save(tmp_path)
+    other = Transformer(tiny_config(), seed=1)
+    with pytest.raises(ValueError, match="tuned from a different base model"):
+        TunedModel.load(tmp_path, other)
+
+
+def test_saved_file_holds_only_the_tuned_tensors(tmp_path):
+    import safetensors.torch
+
+    model = tuned("prefix", readout="verbalizer")
+    model.save(tmp_path)
+    tensors = safetensors.torch.load_file(tmp_path / TUNED_FILE)
+    c = model.base.config
+    assert list(tensors) == ["method.prefix"]
+    assert tensors["method.prefix"].shape == (c.n_layers, 2, 3, c.d_model)
+
+
+def test_a_damaged_tuned_file_is_a_clear_error(tmp_path):
+    tuned("prompt").save(tmp_path)
+    (tmp_path / TUNED_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="damaged"):
+        TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
+
+
+# ---- learning on the synthetic task -------------------------------------------------------------------
+LEARN = {  # (hyper-parameters, lr): small, fast settings; the defaults for real tasks are in DEFAULT_LR
+    "prompt": ({"prompt_len": 4, "init": "vocab"}, 0.1),
+    "prompt-encoder": ({"prompt_len": 4, "hidden": 32}, 0.03),
+    "prefix": ({"prefix_len": 4, "d_prime": 16, "hidden": 64}, 0.003),
+    "freeze": ({"recipe": "first", "k": 1}, 0.003),
+    "bitfit": ({}, 0.03),
+    "lora": ({"rank": 4}, 0.01),
+    "full": ({}, 0.001),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_short_tuning_run_lowers_the_loss_and_beats_chance(method, sentiment_base, sentiment_task, tmp_path):
+    """The frozen base answers well only after its trigger word; every method must learn to elicit the skill."""
+    from minilm.tasks import load_task
+    from synthetic_task import LABEL_WORDS
+
+    state, config, tokenizer = sentiment_base
+    base = Transformer(config)
+    base.load_state_dict(state)
+    hp, lr = LEARN[method]
+    task = load_task(sentiment_task)
+    model = TunedModel(base, build_method(method, base, tokenizer, **hp), Verbalizer.from_words(tokenizer, LABEL_WORDS), task.labels)
+    before = evaluate(model, tokenizer, task.split("dev"))
+    config = TuneConfig(lr=lr, max_steps=300, batch_size=16, eval_every=100, patience=0, warmup_steps=5)
+    TuneTrainer(model, tokenizer, task, config, tmp_path, log=lambda _: None).fit()
+    after = evaluate(model, tokenizer, task.split("dev"))
+    assert after["loss"] < before["loss"] - 0.1, (before["loss"], after["loss"])
+    assert after["accuracy"] >= 0.85, (before["accuracy"], after["accuracy"])  # chance is 0.5
