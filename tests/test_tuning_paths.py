@@ -1,0 +1,299 @@
+"""Tuning methods inside the model's machinery: attention backends, folding, mixed-task batches, generation,
+gradient checkpointing, resuming, initialisation, LoRA merging, verbalizer scores and bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_ids, tiny_config
+
+from minilm import Transformer, generate
+from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID
+from minilm.tuning import (
+    METHODS, ClassificationHead, LayerFreezing, LoRA, PrefixTuning, PromptEncoder, SoftPrompt, TaskBank, TunedModel,
+    Verbalizer, build_method,
+)
+from minilm.tuning.trainer import TuneConfig, TuneTrainer
+
+
+def padded_batch(seed: int = 0):
+    ids = random_ids(3, 8, seed=seed)
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    return ids, mask
+
+
+def trained_prefix(base: Transformer, **kwargs) -> PrefixTuning:
+    prefix = PrefixTuning.for_base(base, 3, d_prime=8, hidden=16, **kwargs)
+    if prefix.mlp is not None:
+        with torch.no_grad():
+            prefix.mlp.W_2.bias.normal_(0, 1, generator=torch.Generator().manual_seed(5))  # as after training
+    return prefix
+
+
+# ---- prefix tuning through every attention backend -------------------------------------------------------
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_prefix_tuning_gives_the_same_outputs_and_gradients_through_math_and_sdpa(causal):
+    ids, mask = padded_batch()
+    results = {}
+    for backend in ("math", "sdpa"):
+        base = Transformer(tiny_config(causal=causal, attention=backend), seed=0)
+        model = TunedModel(base, trained_prefix(base), ClassificationHead(32, 2))
+        h, full_mask = model.hidden_states(ids, mask)
+        h = h * full_mask[..., None]  # padding positions carry no meaning
+        h.square().sum().backward()
+        results[backend] = (h.detach(), model.method.mlp.P_prime.grad.clone())
+    torch.testing.assert_close(results["sdpa"][0], results["math"][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["sdpa"][1], results["math"][1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_a_padded_row_with_a_prefix_equals_the_row_alone(causal):
+    base = Transformer(tiny_config(causal=causal), seed=0).eval()
+    model = TunedModel(base, trained_prefix(base), Verbalizer([[10], [11]])).eval()
+    ids, mask = padded_batch()
+    h, full_mask = model.hidden_states(ids, mask)
+    alone, _ = model.hidden_states(ids[2:, :2], mask[2:, :2])
+    torch.testing.assert_close(h[2, :2], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_real_tokens_see_every_prefix_position_and_causally_each_other():
+    base = Transformer(tiny_config(), seed=0).eval()
+    model = TunedModel(base, trained_prefix(base), Verbalizer([[10], [11]])).eval()
+    ids = random_ids(1, 6)
+    mask = torch.ones(1, 6, dtype=torch.long)
+    h, _ = model.hidden_states(ids, mask)
+    changed = ids.clone()
+    changed[0, 4] = (changed[0, 4] + 1) % 290 + 7
+    h2, _ = model.hidden_states(changed, mask)
+    assert torch.equal(h[0, :4], h2[0, :4]), "a later token changed an earlier position"
+    assert not torch.allclose(h[0, 4:], h2[0, 4:])
+    base_only, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), Verbalizer([[10], [11]])).hidden_states(ids, mask)
+    assert not torch.isclose(h[0], base_only[0]).all(dim=-1).any(), "every position attends to the prefix"
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt-encoder"])
+def test_folding_the_reparameterization_does_not_change_outputs(method):
+    base = Transformer(tiny_config(), seed=0).eval()
+    m = trained_prefix(base) if method == "prefix" else PromptEncoder.for_base(base, 4, hidden=16)
+    model = TunedModel(base, m, ClassificationHead(32, 2)).eval()
+    ids, mask = padded_batch()
+    before = model(ids, mask)
+    model.method.fold()
+    assert model.method.folded
+    torch.testing.assert_close(model(ids, mask), before, rtol=0, atol=0)
+    c = base.config
+    assert sum(p.numel() for p in model.method.parameters()) == (c.n_layers * 2 * 3 * c.d_model if method == "prefix" else 4 * c.d_model)
+
+
+# ---- resuming a reparameterised method --------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["prefix", "prompt-encoder"])
+def test_a_saved_tuned_model_resumes_training_with_its_reparameterization_network(tmp_path, method):
+    base = Transformer(tiny_config(), seed=0)
+    m = trained_prefix(base) if method == "prefix" else PromptEncoder.for_base(base, 4, hidden=16)
+    model = TunedModel(base, m, Verbalizer([[10], [11]]))
+    model.save(tmp_path)
+    network = {k: v.clone() for k, v in m.reparameterization_state().items()}
+    inference = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
+    assert inference.method.folded
+    resumed = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0), for_training=True)
+    assert not resumed.method.folded
+    for name, value in resumed.method.reparameterization_state().items():
+        assert torch.equal(value, network[name])
+    ids, mask = padded_batch()
+    torch.testing.assert_close(resumed(ids, mask), inference(ids, mask), rtol=0, atol=0)
+    resumed(ids, mask).sum().backward()
+    network_params = [p for n, p in resumed.method.named_parameters() if "mlp." in n or "encoder." in n]
+    assert network_params and all(p.grad is not None for p in network_params)
+
+
+def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentiment_task, tmp_path):
+    from minilm.tasks import load_task
+    from synthetic_task import LABEL_WORDS
+
+    state, config, tokenizer = sentiment_base
+    task = load_task(sentiment_task)
+    cfg = TuneConfig(lr=3e-3, max_steps=12, batch_size=8, eval_every=4, patience=0, max_eval_examples=16, warmup_steps=2)
+
+    def fresh():
+        base = Transformer(config.__class__(**{**config.to_dict(), "dropout": 0.1}))  # dropout on: its RNG must resume too
+        base.load_state_dict(state)
+        return TunedModel(base, PrefixTuning.for_base(base, 3, d_prime=8, hidden=16), Verbalizer.from_words(tokenizer, LABEL_WORDS))
+
+    whole = fresh()
+    TuneTrainer(whole, tokenizer, task, cfg, tmp_path / "whole", log=lambda _: None).fit()
+    parted = fresh()
+    TuneTrainer(parted, tokenizer, task, cfg, tmp_path / "parted", log=lambda _: None).fit(stop_at=6)  # a crash after step 6
+    TuneTrainer(fresh(), tokenizer, task, cfg, tmp_path / "parted", log=lambda _: None, resume=True).fit()
+    final_whole = TunedModel.load(tmp_path / "whole" / "last", fresh().base, for_training=True)
+    final_parted = TunedModel.load(tmp_path / "parted" / "last", fresh().base, for_training=True)
+    for (name, a), b in zip(final_whole.method.reparameterization_state().items(), final_parted.method.reparameterization_state().values()):
+        assert torch.equal(a, b), name
+    def logged(run):
+        return [(r["step"], r["split"], r.get("loss")) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+                if r["split"] == "dev"]
+    assert logged("parted") == logged("whole")
+
+
+# ---- mixed-task batches -------------------------------------------------------------------------------------
+def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone():
+    base = Transformer(tiny_config(), seed=0).eval()
+    methods = {
+        "short-prompt": SoftPrompt.for_base(base, 2, init="random", seed=1),
+        "long-prompt": SoftPrompt.for_base(base, 5, init="random", seed=2),
+        "encoder": PromptEncoder.for_base(base, 3, hidden=16, seed=3),
+        "prefix": trained_prefix(base),
+        "long-prefix": PrefixTuning.for_base(base, 6, d_prime=8, hidden=16, seed=4),
+    }
+    bank = TaskBank(base, methods).eval()
+    tasks = ["long-prompt", "prefix", "short-prompt", "encoder", "long-prefix", "prefix"]
+    ids = random_ids(6, 7, seed=3)
+    mask = torch.ones(6, 7, dtype=torch.long)
+    mask[3, 4:] = 0
+    mixed = bank(ids, mask, tasks)
+    for row, task in enumerate(tasks):
+        alone = TunedModel(base, methods[task], Verbalizer([[10], [11]])).eval()
+        h, full_mask = alone.hidden_states(ids[row:row + 1], mask[row:row + 1])
+        expected = alone.lm_logits(h)[:, h.size(1) - 7:]
+        real = mask[row].bool()
+        torch.testing.assert_close(mixed[row][real], expected[0][real], rtol=1e-5, atol=1e-5)
+
+
+def test_a_task_bank_refuses_methods_that_change_the_base_weights():
+    base = Transformer(tiny_config(), seed=0)
+    with pytest.raises(ValueError, match="only prompt, prompt-encoder and prefix"):
+        TaskBank(base, {"a": LoRA(rank=2)})
+
+
+# ---- generation -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+def test_generation_with_a_tuned_model_agrees_with_and_without_the_kv_cache(method):
+    from test_tuning import HP
+
+    base = Transformer(tiny_config(), seed=0).eval()
+    m = build_method(method, base, **HP[method])
+    model = TunedModel(base, m, Verbalizer([[10], [11]])).eval()
+    with torch.no_grad():  # move every trainable tensor away from its neutral start, as training would
+        g = torch.Generator().manual_seed(7)
+        for p in model.trainable().values():
+            p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    ids = random_ids(2, 5, seed=1)
+    cached = model.generate(ids, 12, temperature=0.0, eos_id=None)
+    uncached = model.generate(ids, 12, temperature=0.0, eos_id=None, use_cache=False)
+    assert torch.equal(cached, uncached)
+    plain = generate(Transformer(tiny_config(), seed=0).eval(), ids, 12, temperature=0.0, eos_id=None)
+    assert not torch.equal(cached, plain), "the tuned model generates exactly what the base does"
+
+
+def test_generation_counts_the_soft_prompt_against_the_context():
+    base = Transformer(tiny_config(max_len=16), seed=0).eval()
+    model = TunedModel(base, SoftPrompt.for_base(base, 6), Verbalizer([[10], [11]]))
+    with pytest.raises(ValueError, match="after 6 soft-prompt vectors"):
+        model.generate(random_ids(1, 5), 6)
+
+
+# ---- gradient checkpointing --------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["prompt", "prompt-encoder", "prefix"])
+def test_gradient_checkpointing_gives_the_same_gradients(method):
+    from test_tuning import HP
+
+    grads = []
+    for checkpointing in (False, True):
+        base = Transformer(tiny_config(dropout=0.1), seed=0)
+        model = TunedModel(base, build_method(method, base, **HP[method]), ClassificationHead(32, 2)).train()
+        base.gradient_checkpointing = checkpointing
+        torch.manual_seed(0)  # the same dropout masks; checkpointing replays them in the recomputation
+        ids, mask = padded_batch()
+        F.cross_entropy(model(ids, mask), torch.tensor([0, 1, 1])).backward()
+        grads.append({n: p.grad.clone() for n, p in model.trainable().items()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+# ---- initialisation and LoRA ---------------------------------------------------------------------------------
+def test_prompt_initialisations_come_from_the_vocabulary_the_text_or_its_scale(tokenizer):
+    base = Transformer(tiny_config(), seed=0)
+    E = base.tok_emb.weight.detach()
+    vocab = SoftPrompt.for_base(base, 5, init="vocab", seed=1).P.detach()
+    assert all((E[7:] == row).all(dim=1).any() for row in vocab), "every row is an ordinary token's embedding"
+    text_ids = tokenizer.encode("To be, or not")
+    text = SoftPrompt.for_base(base, len(text_ids) + 2, init="text:To be, or not", tokenizer=tokenizer).P.detach()
+    assert torch.equal(text[: len(text_ids)], E[text_ids])
+    random = SoftPrompt.for_base(base, 200, init="random", seed=1).P.detach()
+    assert abs(random.std().item() / E.std().item() - 1) < 0.1
+    with pytest.raises(ValueError, match="unknown prompt initialisation"):
+        SoftPrompt.for_base(base, 2, init="zeros")
+
+
+def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
+    ids, mask = padded_batch()
+    base = Transformer(tiny_config(), seed=0).eval()
+    reference, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), Verbalizer([[10], [11]])).hidden_states(ids, mask)
+    lora = LoRA(rank=2, alpha=4.0)
+    model = TunedModel(base, lora, Verbalizer([[10], [11]])).eval()
+    h, _ = model.hidden_states(ids, mask)
+    torch.testing.assert_close(h, reference, rtol=0, atol=0)  # B = 0: the update is exactly zero
+    with torch.no_grad():
+        for p in model.trainable().values():
+            p.normal_(0, 0.3)
+    tuned_h, _ = model.hidden_states(ids, mask)
+    lora.merge(base)
+    assert not any(n.endswith((".A", ".B")) for n, _ in base.named_parameters())
+    merged_h, _ = model.hidden_states(ids, mask)
+    torch.testing.assert_close(merged_h, tuned_h, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(tuned_h, reference)
+
+
+# ---- verbalizer scores by hand ---------------------------------------------------------------------------------
+def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_tokens():
+    base = Transformer(tiny_config(), seed=0).eval()
+    words = [[10], [11, 12, 13]]
+    model = TunedModel(base, LayerFreezing("last", 0, 2), Verbalizer(words)).eval()
+    ids, mask = padded_batch()
+    scores = model(ids, mask)
+    for row in range(3):
+        text = ids[row][mask[row].bool()].tolist()
+        for y, word in enumerate(words):
+            seq = torch.tensor([text + word])
+            logp = torch.log_softmax(base(seq)[0], dim=-1)
+            expected = sum(logp[len(text) - 1 + j, word[j]] for j in range(len(word)))
+            torch.testing.assert_close(scores[row, y], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_verbalizer_scores_each_token_at_its_own_mask_slot():
+    base = Transformer(tiny_config(causal=False), seed=0).eval()
+    words = [[10, 20], [11, 12], [13]]
+    model = TunedModel(base, LayerFreezing("last", 0, 2), Verbalizer(words)).eval()
+    ids, mask = padded_batch()
+    scores = model(ids, mask)
+    for row in range(3):
+        text = ids[row][mask[row].bool()].tolist()
+        for y, word in enumerate(words):
+            seq = torch.tensor([[CLS_ID, *text, *[MASK_ID] * len(word), SEP_ID]])
+            logp = torch.log_softmax(base(seq)[0], dim=-1)
+            expected = sum(logp[1 + len(text) + j, word[j]] for j in range(len(word)))
+            torch.testing.assert_close(scores[row, y], expected, rtol=1e-5, atol=1e-5)
+
+
+# ---- bad settings ------------------------------------------------------------------------------------------------
+def test_bad_tuning_settings_are_clear_errors():
+    base = Transformer(tiny_config(), seed=0)
+    with pytest.raises(ValueError, match="prompt length must be a positive integer"):
+        SoftPrompt.for_base(base, 0)
+    with pytest.raises(ValueError, match="the base has 2 layers"):
+        LayerFreezing("first", 3, 2)
+    with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
+        LoRA(rank=0)
+    with pytest.raises(ValueError, match="larger than the model width"):
+        TunedModel(base, LoRA(rank=64), Verbalizer([[10], [11]]))
+    with pytest.raises(ValueError, match="unknown tuning method 'adapters'"):
+        build_method("adapters", base)
+    short = Transformer(tiny_config(max_len=8))
+    long_prompt = TunedModel(short, SoftPrompt.for_base(short, 8), ClassificationHead(32, 2))
+    with pytest.raises(ValueError, match="no room for text"):
+        long_prompt.encode(None, ["hello"])
