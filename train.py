@@ -1,4 +1,4 @@
-"""minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot.
+"""minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot; tune it for a task and classify.
 
     python train.py                                   # pretrain the default causal model on data/, then sample
     python train.py pretrain --objective masked       # the masked-LM variant, ending with a fill-mask demo
@@ -7,6 +7,8 @@
     python train.py eval --from runs/causal           # loss, perplexity and bits per byte
     python train.py plot --from runs/causal           # loss curves to runs/causal/loss.png (needs matplotlib)
     torchrun --nproc_per_node=2 train.py pretrain     # data parallel (gloo on CPU, NCCL on CUDA)
+    python train.py tune --base runs/causal --method prompt --task TASK_DIR     # tune for a classification task
+    python train.py classify --from runs/tune-TASK-prompt --text "..."          # or --task TASK_DIR --split dev
 
 Every mistake in the input ends with one line saying what is wrong, exit code 2, and no traceback.
 """
@@ -39,6 +41,27 @@ DATA_DEFAULTS: dict[str, Any] = {
 }
 DEFAULTS = {**MODEL_DEFAULTS, **TRAIN_DEFAULTS, **DATA_DEFAULTS, "out": None, "device": "auto"}
 FIXED_FOR_A_RUN = [*MODEL_DEFAULTS, "objective", "data", "val_fraction", "tokenizer"]
+
+# `tune`: the methods of minilm.tuning (listed here so that --help needs no torch import; a test keeps them equal)
+TUNE_METHODS = ("prompt", "prompt-encoder", "prefix", "freeze", "bitfit", "lora", "full")
+TUNE_DEFAULTS: dict[str, Any] = {
+    "weights": "best", "readout": None, "label_words": None, "prompt_len": 8, "prefix_len": None, "init": "vocab",
+    "encoder_hidden": 256, "prefix_hidden": 256, "no_reparam": False, "train_base": False, "freeze_first": None,
+    "freeze_last": None, "lora_rank": 8, "lora_alpha": 16.0, "lr": None, "max_steps": 300, "batch_size": 16,
+    "eval_every": 50, "patience": 4, "warmup_steps": 10, "weight_decay": 0.0, "seed": 0, "device": "auto",
+    "gradient_checkpointing": False, "max_eval_examples": 0, "log_every": 10,
+}
+# what defines the tuned model: a resumed tune must keep these
+FIXED_FOR_A_TUNE = ["base", "weights", "task", "method", "readout", "label_words", "prompt_len", "prefix_len", "init",
+                    "encoder_hidden", "prefix_hidden", "no_reparam", "train_base", "freeze_first", "freeze_last",
+                    "lora_rank", "lora_alpha", "seed"]
+# the flags that only some methods read
+METHOD_FLAGS = {
+    "prompt_len": ("prompt", "prompt-encoder", "prefix"), "init": ("prompt", "prompt-encoder"),
+    "encoder_hidden": ("prompt-encoder",), "train_base": ("prompt-encoder",), "prefix_len": ("prefix",),
+    "prefix_hidden": ("prefix",), "no_reparam": ("prefix",), "freeze_first": ("freeze",), "freeze_last": ("freeze",),
+    "lora_rank": ("lora",), "lora_alpha": ("lora",),
+}
 
 
 class UserError(Exception):
@@ -73,6 +96,11 @@ positive_int = checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = checked(float, lambda v: v > 0, "a number > 0")
 fraction = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+non_negative_float = checked(float, lambda v: v >= 0, "a number >= 0")
+prompt_init = checked(str, lambda v: v in ("random", "vocab") or (v.startswith("text:") and bool(v[5:].strip())),
+                      'random, vocab or text:"some words"')
+label_word_list = checked(lambda t: t.split(","), lambda v: len(v) >= 2 and all(w.strip() for w in v),
+                          'at least two comma-separated label words in label order, e.g. " bad, good"')
 
 
 # ---- the parser -----------------------------------------------------------------------------------------
@@ -149,7 +177,80 @@ def build_parser() -> Parser:
     p = sub.add_parser("plot", help="draw the run's loss curves to DIR/loss.png (needs matplotlib)")
     p.add_argument("--from", dest="run", required=True, metavar="DIR", help="run directory")
     p.add_argument("--output", metavar="PNG", help="where to write the picture (default: DIR/loss.png)")
+
+    add_tune_parser(sub)
+
+    p = sub.add_parser("classify", help="classify texts, or evaluate a task split, with a tuned model",
+                       description="Classify texts with a model written by `tune`, or score it on a split of a task folder.")
+    p.add_argument("--from", dest="tuned", required=True, metavar="DIR", help="tuned model folder written by tune")
+    p.add_argument("--base", metavar="RUN_DIR", help="the base run (default: the base_run recorded in DIR/tuned.json)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", action="append", metavar="TEXT", help="a text to classify; repeat for several")
+    what.add_argument("--task", metavar="DIR", help="a task folder: report accuracy, macro-F1 and the confusion matrix on --split")
+    p.add_argument("--split", choices=["dev", "test"], default="dev", help="which split of --task (default: dev)")
+    p.add_argument("--report", metavar="FILE", help="where the report JSON goes (default: DIR/eval-<split>.json)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="texts per forward pass (default: 64)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
     return parser
+
+
+def add_tune_parser(sub) -> None:
+    T, S = TUNE_DEFAULTS, argparse.SUPPRESS  # absent flags stay absent: defaults or the resumed tune fill them
+
+    def d(key: str) -> str:
+        return f" (default: {T[key]})"
+
+    p = sub.add_parser("tune", help="tune a pretrained run for a classification task (prompt, prefix, LoRA, ...)",
+                       description="Tune a pretrained run on a task folder (train.tsv, dev.tsv, optional test.tsv and "
+                                   "task.json), with early stopping on dev. Flags left out keep their defaults, or the "
+                                   "saved tune's values with --resume.")
+    g = p.add_argument_group("what to tune")
+    g.add_argument("--base", default=S, metavar="RUN_DIR", help="a run directory written by pretrain (required unless --resume)")
+    g.add_argument("--weights", choices=["best", "last"], default=S, help="which weights of the base" + d("weights"))
+    g.add_argument("--method", choices=TUNE_METHODS, default=S, help="tuning method (required unless --resume)")
+    g.add_argument("--task", default=S, metavar="TASK_DIR", help="task folder (required unless --resume)")
+    g.add_argument("--out", default=S, metavar="DIR", help="where the tuned model goes (default: runs/tune-<task>-<method>)")
+    g.add_argument("--readout", choices=["head", "verbalizer"], default=S,
+                   help="classification head, or the LM scoring a label word (default: verbalizer when label words are known, else head)")
+    g.add_argument("--label-words", type=label_word_list, default=S, metavar="WORDS",
+                   help='verbalizer words in label order, comma-separated and taken literally, e.g. " bad, good" '
+                        "(default: task.json's label_words)")
+    g = p.add_argument_group("method settings")
+    g.add_argument("--prompt-len", type=positive_int, default=S, metavar="N",
+                   help="soft prompt vectors (prompt, prompt-encoder); also the prefix length of prefix" + d("prompt_len"))
+    g.add_argument("--prefix-len", type=positive_int, default=S, metavar="N", help="prefix: keys/values per layer (default: --prompt-len)")
+    g.add_argument("--init", type=prompt_init, default=S, help='soft prompt start: random, vocab (embeddings of random tokens) '
+                   'or text:"words" (their embeddings)' + d("init"))
+    g.add_argument("--encoder-hidden", type=positive_int, default=S, metavar="H", help="prompt-encoder: hidden width" + d("encoder_hidden"))
+    g.add_argument("--train-base", action="store_true", default=S, help="prompt-encoder: train the base together with the prompt")
+    g.add_argument("--prefix-hidden", type=positive_int, default=S, metavar="H", help="prefix: hidden width of the MLP" + d("prefix_hidden"))
+    g.add_argument("--no-reparam", action="store_true", default=S, help="prefix: train the prefixes directly, without the MLP")
+    freeze = g.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze-first", type=non_negative_int, default=S, metavar="K",
+                        help="layer freezing, first-k recipe: train the embeddings and the first K blocks, freeze the rest")
+    freeze.add_argument("--freeze-last", type=non_negative_int, default=S, metavar="K",
+                        help="train the last K blocks and the final LayerNorm; 0 = only the final LayerNorm and the head")
+    g.add_argument("--lora-rank", type=positive_int, default=S, metavar="R", help="LoRA rank r" + d("lora_rank"))
+    g.add_argument("--lora-alpha", type=positive_float, default=S, help="LoRA scale alpha (updates scaled by alpha/r)" + d("lora_alpha"))
+    g = p.add_argument_group("training")
+    g.add_argument("--lr", type=positive_float, default=S, help="peak learning rate (default: per method, "
+                   "prompt 3e-2, prompt-encoder 1e-2, prefix 3e-3, freeze 1e-3, bitfit 1e-2, lora 3e-3, full 1e-3)")
+    g.add_argument("--max-steps", type=positive_int, default=S, help="optimizer steps" + d("max_steps"))
+    g.add_argument("--batch-size", type=positive_int, default=S, help="examples per step" + d("batch_size"))
+    g.add_argument("--eval-every", type=positive_int, default=S, help="steps between dev evaluations and checkpoints" + d("eval_every"))
+    g.add_argument("--patience", type=non_negative_int, default=S,
+                   help="stop after this many evaluations without a better dev macro-F1; 0 = never" + d("patience"))
+    g.add_argument("--warmup-steps", type=non_negative_int, default=S, help="linear warm-up steps" + d("warmup_steps"))
+    g.add_argument("--weight-decay", type=non_negative_float, default=S, help="AdamW weight decay on matrices" + d("weight_decay"))
+    g.add_argument("--log-every", type=positive_int, default=S, help="steps between progress lines" + d("log_every"))
+    g.add_argument("--max-eval-examples", type=non_negative_int, default=S,
+                   help="evaluate on the first N dev examples only; 0 = all" + d("max_eval_examples"))
+    g.add_argument("--seed", type=non_negative_int, default=S, help="seed of the new parameters and the data order" + d("seed"))
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S, help="auto = cuda when available" + d("device"))
+    g.add_argument("--gradient-checkpointing", action="store_true", default=S,
+                   help="recompute activations in the backward pass: less memory, more time")
+    g.add_argument("--resume", action="store_true", help="continue the tune saved in --out where it stopped")
+    g.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a tuned model (deletes it)")
 
 
 def add_from(p: argparse.ArgumentParser) -> None:
@@ -483,6 +584,290 @@ def cmd_plot(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---- tune, classify ---------------------------------------------------------------------------------------
+TUNE_FILES = ("tuned.json", "tuned.safetensors", "reparam.safetensors", "train_state.pt", "metrics.jsonl", "tune_args.json",
+              "eval-dev.json", "eval-test.json")
+
+
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def tune_settings(given: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """defaults <- the resumed tune's tune_args.json <- flags given on the command line; and the output folder."""
+    from minilm.tuning import DEFAULT_LR
+
+    resume = bool(given.get("resume"))
+    given = {k: v for k, v in given.items() if k not in ("command", "resume", "overwrite")}
+    for key in ("base", "task"):  # kept absolute, so --resume and classify work from any folder
+        if key in given:
+            given[key] = str(Path(given[key]).resolve())
+    if not resume:
+        missing = [flag(k) for k in ("base", "method", "task") if k not in given]
+        if missing:
+            raise UserError(f"the following arguments are required: {', '.join(missing)}")
+    if "out" in given:
+        out = Path(given["out"])
+    elif "task" in given and "method" in given:
+        out = ROOT / "runs" / f"tune-{Path(given['task']).name}-{given['method']}"
+    else:
+        raise UserError("--resume needs --out DIR (or --task and --method, to find runs/tune-<task>-<method>)")
+    settings = dict(TUNE_DEFAULTS)
+    saved: dict[str, Any] = {}
+    if resume:
+        args_path = out / "tune_args.json"
+        if not args_path.is_file():
+            raise UserError(f"--resume: {out} holds no tune to continue (no tune_args.json); start one without --resume")
+        saved = json.loads(args_path.read_text(encoding="utf-8"))
+    method = given.get("method", saved.get("method"))
+    for key in given:
+        if key in METHOD_FLAGS and method not in METHOD_FLAGS[key]:
+            users = " or ".join(f"--method {m}" for m in METHOD_FLAGS[key])
+            raise UserError(f"{flag(key)} does not apply to --method {method}: it is a setting of {users}")
+    for key in FIXED_FOR_A_TUNE if resume else ():
+        if key in given and given[key] != saved.get(key):
+            raise UserError(f"--resume: the tune in {out} was run with {key}={saved.get(key)!r}, not {given[key]!r}; "
+                            f"drop {flag(key)} to continue it, or start a new tune with another --out")
+    settings.update(saved)
+    settings.update(given)
+    settings["out"] = str(out)
+    if method == "freeze" and settings["freeze_first"] is None and settings["freeze_last"] is None:
+        raise UserError("--method freeze needs --freeze-first K (train the embeddings and the first K blocks) "
+                        "or --freeze-last K (train the last K blocks and the final LayerNorm)")
+    if method == "prefix" and settings["prefix_len"] is None:
+        settings["prefix_len"] = settings["prompt_len"]
+    if settings["lr"] is None:
+        settings["lr"] = DEFAULT_LR[method]
+    if settings["readout"] == "head" and "label_words" in given:
+        raise UserError("--label-words is for --readout verbalizer; drop it to read the classes out with a head")
+    return settings, out
+
+
+def method_hyperparameters(s: dict[str, Any]) -> dict[str, Any]:
+    """The settings as build_method's keyword arguments for s['method']."""
+    m = s["method"]
+    if m == "prompt":
+        return {"prompt_len": s["prompt_len"], "init": s["init"], "seed": s["seed"]}
+    if m == "prompt-encoder":
+        return {"prompt_len": s["prompt_len"], "hidden": s["encoder_hidden"], "init": s["init"], "seed": s["seed"],
+                "train_base": s["train_base"]}
+    if m == "prefix":
+        return {"prefix_len": s["prefix_len"], "hidden": s["prefix_hidden"], "seed": s["seed"], "reparameterize": not s["no_reparam"]}
+    if m == "freeze":
+        first = s["freeze_first"] is not None
+        return {"recipe": "first" if first else "last", "k": s["freeze_first"] if first else s["freeze_last"]}
+    if m == "lora":
+        return {"rank": s["lora_rank"], "alpha": s["lora_alpha"], "seed": s["seed"]}
+    return {}
+
+
+def build_readout(s: dict[str, Any], task, tokenizer, d_model: int):
+    """(readout, label words or None): the verbalizer when words are known (flag or task.json), else a head."""
+    from minilm.tuning import ClassificationHead, Verbalizer
+
+    words = s["label_words"] or ([task.label_words[label] for label in task.labels] if task.label_words else None)
+    kind = s["readout"] or ("verbalizer" if words else "head")
+    if kind == "head":
+        return ClassificationHead(d_model, len(task.labels), seed=s["seed"]), None
+    if not words:
+        raise UserError(f"--readout verbalizer needs a word per label: give --label-words \" bad, good\" (in the order of the "
+                        f"labels {', '.join(task.labels)}) or label_words in the task's task.json")
+    if len(words) != len(task.labels):
+        raise UserError(f"{len(words)} label words ({', '.join(map(repr, words))}) for {len(task.labels)} labels "
+                        f"({', '.join(task.labels)}): give one word per label, in that order")
+    ids = [tokenizer.encode(w) for w in words]
+    if len({tuple(i) for i in ids}) < len(ids):
+        raise UserError(f"two label words ({', '.join(map(repr, words))}) are the same tokens: the verbalizer could not tell the labels apart")
+    if len({w.startswith(" ") for w in words}) > 1:
+        warnings.warn(f"some label words start with a space and some do not ({', '.join(map(repr, words))}); "
+                      'words are taken literally, and one that follows the text usually starts with a space: " bad, good"')
+    return Verbalizer(ids), list(words)
+
+
+def check_tune_fits(s: dict[str, Any], config, readout) -> None:
+    """The method's sizes against the base's: one line naming the numbers, before anything is built."""
+    m = s["method"]
+    n = s["prompt_len"] if m in ("prompt", "prompt-encoder") else 0
+    extra = readout.extra_tokens(config.causal)
+    if config.max_len - n - extra < 1:
+        taken = ", ".join(([f"the soft prompt takes {n}"] if n else []) + ([f"the {readout.kind} {extra} more"] if extra else []))
+        fix = f"use --prompt-len {config.max_len - extra - 1} or less" if n and config.max_len - extra > 1 else "use shorter label words"
+        raise UserError(f"{'--prompt-len ' + str(n) if n else 'the readout'} leaves no room for text: the base's context (max_len) "
+                        f"is {config.max_len} tokens, {taken}; {fix}")
+    if m == "freeze":
+        key = "freeze_first" if s["freeze_first"] is not None else "freeze_last"
+        if s[key] > config.n_layers:
+            raise UserError(f"{flag(key)} {s[key]}: the base has {config.n_layers} layer(s); choose 0..{config.n_layers}")
+    if m == "lora" and s["lora_rank"] > config.d_model:
+        raise UserError(f"--lora-rank {s['lora_rank']} is larger than the base's width d_model={config.d_model}: "
+                        f"choose 1..{config.d_model}")
+
+
+def percent(part: int, whole: int) -> str:
+    p = 100 * part / whole
+    return f"{p:.2f}%" if p >= 0.01 or p == 0 else f"{p:.1g}%"
+
+
+def describe_split(task, split: str) -> str:
+    balance = task.balance(split)
+    return f"{split} {sum(balance.values()):,} (" + ", ".join(f"{label}: {n:,}" for label, n in balance.items()) + ")"
+
+
+def tune(given: dict[str, Any]) -> int:
+    import shutil
+
+    from minilm.checkpoint import atomic_write
+    from minilm.tasks import load_task
+    from minilm.tuning import TunedModel, build_method
+    from minilm.tuning.trainer import LAST_DIR, TuneConfig, TuneTrainer
+
+    resume, overwrite = bool(given.get("resume")), bool(given.get("overwrite"))
+    s, out = tune_settings(given)
+    base_dir = Path(s["base"])
+    if out.resolve() == base_dir.resolve() or (out / "config.json").exists():
+        raise UserError(f"{out} holds a pretrained run (config.json): tune into another --out")
+    if not resume and not overwrite and ((out / "train_state.pt").exists() or (out / "tuned.json").exists()):
+        raise UserError(f"{out} already holds a tuned model: continue it with --resume, start over with --overwrite "
+                        "(deletes it), or choose another --out")
+    if resume and not (out / "train_state.pt").is_file():
+        raise UserError(f"--resume: {out} holds no checkpoint yet (train_state.pt is written at the first dev evaluation); "
+                        "start again without --resume")
+    device = resolve_device(s["device"])
+    config = TuneConfig(lr=s["lr"], warmup_steps=s["warmup_steps"], max_steps=s["max_steps"], batch_size=s["batch_size"],
+                        weight_decay=s["weight_decay"], eval_every=s["eval_every"], max_eval_examples=s["max_eval_examples"],
+                        patience=s["patience"], log_every=s["log_every"], seed=s["seed"], device=device,
+                        gradient_checkpointing=s["gradient_checkpointing"])
+    task = load_task(s["task"])
+    train_split, dev_split = task.split("train"), task.split("dev")  # a missing dev split is an error now, not after setup
+    base, tokenizer, _ = load_run(str(base_dir), s["weights"], device)
+    c = base.config
+    readout, words = build_readout(s, task, tokenizer, c.d_model)
+    s["readout"], s["label_words"] = readout.kind, words
+    check_tune_fits(s, c, readout)
+    hp = method_hyperparameters(s)
+    model = TunedModel(base, build_method(s["method"], base, tokenizer=tokenizer, **hp), readout, task.labels)
+    if resume and (out / LAST_DIR / "tuned.json").is_file():
+        saved_sha = json.loads((out / LAST_DIR / "tuned.json").read_text(encoding="utf-8")).get("base_weights_sha256")
+        if saved_sha != model.base_sha256:
+            raise UserError(f"--resume: the tune in {out} started from other weights than {base_dir}'s {s['weights']} weights "
+                            "now (was the base trained further?); start a new tune with another --out")
+
+    counts = model.counts()
+    print(f"base: {base_dir} ({s['weights']} weights), {'causal' if c.causal else 'masked'} LM with {counts['base']:,} parameters "
+          f"({c.n_layers} layers x {c.d_model} wide, context {c.max_len}) on {device}")
+    test_note = f" | test {len(task.splits['test']):,}, not evaluated while tuning" if "test" in task.splits else ""
+    print(f"task {task.name}: labels {', '.join(task.labels)} | {describe_split(task, 'train')} | {describe_split(task, 'dev')}{test_note}")
+    if words:
+        print("readout: verbalizer, the LM scores " + ", ".join(f"{label} -> {w!r}" for label, w in zip(task.labels, words)))
+    else:
+        print(f"readout: classification head on the {'last real token' if c.causal else '[CLS] position'} "
+              f"({counts['readout']:,} parameters)")
+    settings_text = ", ".join(f"{k}={v}" for k, v in hp.items())
+    print(f"method {s['method']}{f' ({settings_text})' if settings_text else ''}: trainable: {counts['trainable']:,} parameters "
+          f"({percent(counts['trainable'], counts['base'])} of the base's {counts['base']:,}); saved for inference: {counts['tuned']:,}")
+    room = model.max_text_tokens()
+    texts = [e.text for e in train_split + dev_split]
+    cut = sum(len(e.ids) > room for e in tokenizer.backend.encode_batch(texts, add_special_tokens=False))
+    if cut:
+        print(f"note: {cut:,} of the {len(texts):,} train and dev texts are longer than the {room} text tokens that fit "
+              f"in the base's context of {c.max_len}; their ends are cut")
+    print(f"training: lr {s['lr']:g}, {s['max_steps']} steps of {s['batch_size']} examples, dev evaluation every "
+          f"{s['eval_every']} steps (patience {s['patience'] or 'off'}); out {out}")
+
+    out.mkdir(parents=True, exist_ok=True)  # only now that every input is known to be good
+    if not resume:
+        for name in TUNE_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / LAST_DIR, ignore_errors=True)
+    saved = {**{k: v for k, v in s.items() if k != "device"}, "out": str(out.resolve())}
+    atomic_write(out / "tune_args.json", json.dumps(saved, indent=2) + "\n")
+    extra = {"base_run": str(base_dir), "base_weights": s["weights"], "task": s["task"], "tune_args": saved}
+    trainer = TuneTrainer(model, tokenizer, task, config, out, resume=resume, log=print, extra_metadata=extra)
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {trainer.step}; the last checkpoint is intact: continue with "
+              f"`python train.py tune --out {out} --resume`", file=sys.stderr)
+        return 130
+    meta = json.loads((out / "tuned.json").read_text(encoding="utf-8"))
+    dev = meta["dev"]
+    early = " (stopped early: dev macro-F1 stopped improving)" if summary.get("stopped_early") else ""
+    print(f"done at step {summary['step']}{early}; best on dev at step {meta['step']}: accuracy {dev['accuracy']:.4f}, "
+          f"macro-F1 {dev['macro_f1']:.4f} ({dev['n']:,} examples)")
+    print(f"saved in {out}/ (tuned.json, tuned.safetensors: {counts['tuned']:,} numbers on top of the base; "
+          f"the latest state in {out / LAST_DIR}/)")
+    print(f'classify a text: python train.py classify --from {out} --text "..."')
+    if "test" in task.splits:
+        print(f"the test split was not evaluated; once the settings are chosen on dev: "
+              f"python train.py classify --from {out} --task {s['task']} --split test")
+    return 0
+
+
+def print_report(report: dict[str, Any], what: str) -> None:
+    """Accuracy, macro-F1, the per-class table and the confusion matrix, as aligned text."""
+    labels, confusion = report["labels"], report["confusion"]
+    print(f"{what}: {report['n']:,} examples | accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f} "
+          f"| loss {report['loss']:.4f}")
+    w = max(5, *(len(label) for label in labels))
+    print(f"{'label':<{w}}  precision  recall      f1  support")
+    for label in labels:
+        pc = report["per_class"][label]
+        print(f"{label:<{w}}  {pc['precision']:9.4f}  {pc['recall']:6.4f}  {pc['f1']:6.4f}  {pc['support']:7,}")
+    cw = max(*(len(label) for label in labels), *(len(str(n)) for row in confusion for n in row))
+    print("confusion matrix (rows: gold label, columns: predicted):")
+    print(" " * w + "".join(f"  {label:>{cw}}" for label in labels))
+    for label, row in zip(labels, confusion):
+        print(f"{label:<{w}}" + "".join(f"  {n:>{cw}}" for n in row))
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    from minilm.checkpoint import atomic_write
+    from minilm.tasks import load_task
+    from minilm.tuning import TunedModel
+    from minilm.tuning.trainer import evaluate, predict
+    from minilm.tuning.tuned import read_metadata
+
+    folder = Path(a.tuned)
+    if not folder.is_dir():
+        raise UserError(f"tuned model folder {a.tuned} does not exist: tune one with "
+                        f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {a.tuned}`")
+    meta = read_metadata(folder)
+    base_run = a.base or meta.get("base_run")
+    if not base_run:
+        raise UserError(f"{folder / 'tuned.json'} does not say which base run it was tuned from: pass --base RUN_DIR")
+    if not a.base and not Path(base_run).is_dir():
+        raise UserError(f"the base run {base_run} recorded in {folder / 'tuned.json'} does not exist (moved?): pass --base RUN_DIR")
+    base, tokenizer, _ = load_run(base_run, meta.get("base_weights", "best"), a.device)
+    model = TunedModel.load(folder, base)
+    if a.text is not None:
+        if not all(text.strip() for text in a.text):
+            raise UserError("a --text is empty: give some text to classify")
+        room = model.max_text_tokens()
+        for n, text in enumerate(a.text, start=1):
+            if len(tokenizer.encode(text)) > room:
+                warnings.warn(f"text {n} is longer than the {room} text tokens that fit in the base's context; its end is cut")
+        probs = predict(model, tokenizer, a.text, a.batch_size)
+        for text, p in zip(a.text, probs.tolist()):
+            best = max(range(len(p)), key=p.__getitem__)
+            print(f"{model.labels[best]} | " + "  ".join(f"p({label})={q:.3f}" for label, q in zip(model.labels, p))
+                  + f" | {json.dumps(text, ensure_ascii=False)}")
+        return 0
+    task = load_task(a.task)
+    if task.labels != model.labels:
+        raise UserError(f"the task's labels ({', '.join(task.labels)}) are not the ones {a.tuned} was tuned on "
+                        f"({', '.join(model.labels)}): evaluate it on the task it was tuned for")
+    examples = task.split(a.split)
+    path = Path(a.report) if a.report else folder / f"eval-{a.split}.json"
+    if not path.parent.is_dir():
+        raise UserError(f"--report {path}: the folder {path.parent} does not exist")
+    report = evaluate(model, tokenizer, examples, a.batch_size)
+    print_report(report, f"{task.name} {a.split}")
+    atomic_write(path, json.dumps({"tuned": str(folder.resolve()), "base_run": str(Path(base_run).resolve()),
+                                   "task": str(Path(a.task).resolve()), "split": a.split, **report}, indent=2) + "\n")
+    print(f"report: {path}")
+    return 0
+
+
 # ---- entry point ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -490,13 +875,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["pretrain", *argv]  # `python train.py [flags]` means pretrain
     args = parser.parse_args(argv)
-    commands = {"generate": cmd_generate, "fill-mask": cmd_fill_mask, "eval": cmd_eval, "plot": cmd_plot}
+    commands = {"generate": cmd_generate, "fill-mask": cmd_fill_mask, "eval": cmd_eval, "plot": cmd_plot, "classify": cmd_classify}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
             if args.command == "pretrain":
                 return pretrain(vars(args))
+            if args.command == "tune":
+                return tune(vars(args))
             return commands[args.command](args)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(f"train.py {args.command}: error: {e}", file=sys.stderr)

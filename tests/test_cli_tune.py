@@ -1,0 +1,332 @@
+"""train.py tune and classify end to end on a tiny base: every method, resume, reports, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+
+from minilm import ModelConfig
+from minilm.model import parameter_count
+from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402  (train.py is a script at the repository root)
+
+TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
+        "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
+FAST = ["--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1", "--device", "cpu"]
+METHOD_FLAGS = {
+    "prompt": ["--prompt-len", "4"], "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
+    "prefix": ["--prompt-len", "4", "--prefix-hidden", "16"], "freeze": ["--freeze-last", "1"], "bitfit": [],
+    "lora": ["--lora-rank", "2"], "full": [],
+}
+MERRY = ["O happy day, my heart is merry", "Sweet love doth fill my soul with joy", "What a gentle and a gracious lord",
+         "The sun doth smile upon our fair city", "Good friends, rejoice, for peace is come", "A fair and noble deed, well done",
+         "My lady's kindness warms the hall", "Our hearts are glad and full of song"]
+SAD = ["Alas, my heart is heavy with grief", "Foul murder stalks the night", "O wretched day, curse on thee",
+       "The villain hath betrayed us all", "Sorrow and woe upon this house", "A plague upon your bitter tongue",
+       "Thy cruel words have slain me", "Dark and dreadful is this hour"]
+COUNT = re.compile(r"trainable: ([\d,]+) parameters \(([\d.e-]+)% of the base's ([\d,]+)\); saved for inference: ([\d,]+)")
+
+
+def write_task(folder: Path, label_words: dict[str, str] | None = None, test: bool = False, dev_label: str | None = None) -> Path:
+    """train.tsv (12 lines) and dev.tsv (4) of Shakespeare-like sentences, 1 = merry, 0 = sad; task.json when words are given."""
+    folder.mkdir(parents=True)
+
+    def tsv(rows: list[tuple[str, str]]) -> str:
+        return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
+
+    (folder / "train.tsv").write_text(tsv([(t, "1") for t in MERRY[:6]] + [(t, "0") for t in SAD[:6]]), encoding="utf-8")
+    dev = [(t, "1") for t in MERRY[6:]] + [(t, dev_label or "0") for t in SAD[6:]]
+    (folder / "dev.tsv").write_text(tsv(dev), encoding="utf-8")
+    if test:
+        (folder / "test.tsv").write_text(tsv([(MERRY[0], "1"), (SAD[0], "0")]), encoding="utf-8")
+    if label_words:
+        (folder / "task.json").write_text(json.dumps({"labels": ["0", "1"], "label_words": label_words}), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    text = tmp_path_factory.mktemp("data") / "shakespeare_head.txt"
+    text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    out = tmp_path_factory.mktemp("runs") / "causal"
+    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory) -> Path:
+    """A task whose task.json gives label words: tune reads it out with a verbalizer."""
+    return write_task(tmp_path_factory.mktemp("tasks") / "merry", label_words={"0": " sad", "1": " merry"})
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, base_run, task_dir) -> Path:
+    out = tmp_path_factory.mktemp("tuned") / "prompt"
+    assert train.main(["tune", "--base", str(base_run), "--method", "prompt", "--task", str(task_dir), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def tune(tmp_path, base_run, task, method: str, *flags: str, out: Path | None = None) -> list[str]:
+    return ["tune", "--base", str(base_run), "--method", method, "--task", str(task), "--out", str(out or tmp_path / "t"), *flags]
+
+
+def printed_counts(out: str) -> tuple[int, float, int, int]:
+    """(trainable, percent, base, saved for inference) from tune's parameter line."""
+    match = COUNT.search(out)
+    assert match, out
+    trainable, pct, base, saved = match.groups()
+    return int(trainable.replace(",", "")), float(pct), int(base.replace(",", "")), int(saved.replace(",", ""))
+
+
+def fails(capsys, argv: list[str], *fragments: str) -> str:
+    """Run train.py in-process; it must exit with code 2 and one stderr line containing every fragment."""
+    try:
+        code = train.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
+    """(trainable, saved for inference) in closed form for METHOD_FLAGS' settings with a verbalizer (no readout parameters)."""
+    n, d, L, h, d_prime = 4, c.d_model, c.n_layers, 16, 64
+    if method == "prompt":
+        return n * d, n * d
+    if method == "prompt-encoder":  # U, W_1, b_1, W_2, b_2; folded to the n x d prompt
+        return n * d + (d * h + h) + (h * d + d), n * d
+    if method == "prefix":  # P', W_1, b_1, W_2, b_2; folded to L x 2 x n x d
+        return n * d_prime + (d_prime * h + h) + (h * 2 * L * d + 2 * L * d), 2 * L * n * d
+    count = {"freeze": LayerFreezing.expected_count(c, "last", 1), "bitfit": BitFit.expected_count(c),
+             "lora": LoRA.expected_count(c, 2), "full": parameter_count(c)}[method]
+    return count, count
+
+
+# ---- the happy path -------------------------------------------------------------------------------------
+def test_the_command_line_offers_exactly_the_library_methods():
+    assert train.TUNE_METHODS == METHODS
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tune_writes_the_tuned_model_and_prints_the_closed_form_trainable_count(method, tmp_path, base_run, task_dir, capsys):
+    assert train.main(tune(tmp_path, base_run, task_dir, method, *METHOD_FLAGS[method], *FAST)) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "t" / "tuned.json").is_file() and (tmp_path / "t" / "tuned.safetensors").is_file()
+    c = ModelConfig.load(base_run / "config.json")
+    trainable, pct, base, saved = printed_counts(out)
+    assert (trainable, saved) == expected_counts(c, method)
+    assert base == parameter_count(c)
+    assert pct == pytest.approx(100 * trainable / base, abs=0.006)
+    assert f"method {method}" in out
+    assert "eval step 3: dev loss" in out and "best on dev at step 3" in out
+
+
+def test_prompt_tuning_with_a_verbalizer_trains_prompt_len_times_d_model(tmp_path, base_run, task_dir, capsys):
+    assert train.main(tune(tmp_path, base_run, task_dir, "prompt", "--prompt-len", "5", *FAST)) == 0
+    out = capsys.readouterr().out
+    d = ModelConfig.load(base_run / "config.json").d_model
+    trainable, _, _, saved = printed_counts(out)
+    assert trainable == saved == 5 * d
+    assert "readout: verbalizer, the LM scores 0 -> ' sad', 1 -> ' merry'" in out
+    saved_tensors = safetensors.torch.load_file(tmp_path / "t" / "tuned.safetensors")
+    assert sum(t.numel() for t in saved_tensors.values()) == 5 * d
+
+
+def test_a_task_without_label_words_is_read_out_by_a_classification_head(tmp_path, base_run, capsys):
+    task = write_task(tmp_path / "plain")
+    assert train.main(tune(tmp_path, base_run, task, "prompt", "--prompt-len", "4", *FAST)) == 0
+    out = capsys.readouterr().out
+    d = ModelConfig.load(base_run / "config.json").d_model
+    assert "readout: classification head" in out
+    assert printed_counts(out)[0] == 4 * d + 2 * d + 2  # soft prompt + W_c (2 x d) + b_c
+    assert json.loads((tmp_path / "t" / "tuned.json").read_text())["readout"]["kind"] == "head"
+
+
+def test_label_words_flag_overrides_task_json(tmp_path, base_run, task_dir, capsys):
+    argv = tune(tmp_path, base_run, task_dir, "bitfit", "--label-words", " grief, joy", *FAST)
+    assert train.main(argv) == 0
+    assert "0 -> ' grief', 1 -> ' joy'" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t" / "tune_args.json").read_text())["label_words"] == [" grief", " joy"]
+
+
+def test_tuned_json_records_the_base_run_the_task_and_the_arguments(tuned, base_run, task_dir):
+    meta = json.loads((tuned / "tuned.json").read_text())
+    assert meta["base_run"] == str(base_run.resolve()) and Path(meta["base_run"]).is_absolute()
+    assert meta["task"] == str(task_dir.resolve())
+    assert meta["base_weights"] == "best"
+    args = meta["tune_args"]
+    assert args["method"] == "prompt" and args["max_steps"] == 3 and args["lr"] == 3e-2  # DEFAULT_LR["prompt"]
+    assert args["readout"] == "verbalizer" and args["label_words"] == [" sad", " merry"]
+
+
+def test_tune_prints_the_label_balance_and_leaves_the_test_split_alone(tmp_path, base_run, capsys):
+    task = write_task(tmp_path / "with_test", label_words={"0": " sad", "1": " merry"}, test=True)
+    assert train.main(tune(tmp_path, base_run, task, "lora", "--lora-rank", "1", *FAST)) == 0
+    out = capsys.readouterr().out
+    assert "train 12 (0: 6, 1: 6) | dev 4 (0: 2, 1: 2) | test 2, not evaluated while tuning" in out
+    assert "the test split was not evaluated" in out and f"--task {task.resolve()} --split test" in out
+    assert not (tmp_path / "t" / "eval-test.json").exists()
+
+
+def test_classify_text_prints_the_label_and_class_probabilities(tuned, capsys):
+    assert train.main(["classify", "--from", str(tuned), "--text", "O happy day", "--text", "Alas, woe"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line, text in zip(lines, ("O happy day", "Alas, woe")):
+        label, probs, shown = line.split(" | ")
+        assert label in ("0", "1") and shown == json.dumps(text)
+        p = [float(x) for x in re.findall(r"p\(\d\)=([\d.]+)", probs)]
+        assert len(p) == 2 and sum(p) == pytest.approx(1, abs=2e-3) and p[int(label)] == max(p)
+
+
+def test_classify_a_split_writes_a_report_with_accuracy_macro_f1_and_confusion(tuned, task_dir, tmp_path, capsys):
+    assert train.main(["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "dev"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tuned / "eval-dev.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion", "labels", "n"} <= report.keys()
+    assert report["n"] == 4 and sum(map(sum, report["confusion"])) == 4 and report["split"] == "dev"
+    assert f"accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}" in out
+    assert "confusion matrix (rows: gold label, columns: predicted)" in out and "precision  recall" in out
+    dev = json.loads((tuned / "tuned.json").read_text())["dev"]
+    assert report["accuracy"] == pytest.approx(dev["accuracy"]) and report["macro_f1"] == pytest.approx(dev["macro_f1"])
+    assert train.main(["classify", "--from", str(tuned), "--task", str(task_dir), "--report", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == report["accuracy"]
+
+
+def test_resume_after_an_interrupted_tune_continues_the_steps(tmp_path, base_run, task_dir, capsys):
+    out = tmp_path / "t"
+    flags = ["--eval-every", "2", "--batch-size", "4", "--log-every", "1", "--device", "cpu"]
+    assert train.main(tune(tmp_path, base_run, task_dir, "prefix", "--prompt-len", "2", "--prefix-hidden", "8", "--max-steps", "2", *flags)) == 0
+    capsys.readouterr()
+    assert train.main(["tune", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    assert "resumed from step 2" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2, 3, 4, 4]  # train 1, train 2, dev 2, then the resumed steps
+    assert json.loads((out / "last" / "tuned.json").read_text())["step"] == 4
+
+
+def test_tune_refuses_to_start_over_an_existing_tune_and_loses_nothing(tuned, base_run, task_dir, capsys):
+    before = {name: (tuned / name).read_bytes() for name in ("tuned.json", "tuned.safetensors", "train_state.pt")}
+    fails(capsys, tune(None, base_run, task_dir, "prompt", *FAST, out=tuned), "already holds a tuned model", "--resume", "--overwrite")
+    assert {name: (tuned / name).read_bytes() for name in before} == before
+
+
+def test_overwrite_starts_the_tune_afresh(tmp_path, base_run, task_dir, capsys):
+    argv = tune(tmp_path, base_run, task_dir, "bitfit", *FAST)
+    assert train.main(argv) == 0
+    assert train.main([*argv, "--overwrite", "--max-steps", "2", "--eval-every", "2"]) == 0
+    assert "resumed" not in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2]
+
+
+def test_every_tuning_subcommand_has_help(capsys):
+    for command in ("tune", "classify"):
+        with pytest.raises(SystemExit) as e:
+            train.main([command, "--help"])
+        assert e.value.code == 0
+        assert "usage: train.py " + command in capsys.readouterr().out
+
+
+# ---- bad input: one line, exit code 2 ----------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_prompt_length_must_be_positive(capsys, tmp_path, base_run, task_dir, value):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "prompt", "--prompt-len", value), "--prompt-len", value)
+
+
+def test_prompt_too_long_for_the_base_context(capsys, tmp_path, base_run):
+    task = write_task(tmp_path / "plain")  # a head on a causal base adds no tokens: 31 of the 32 positions are free
+    fails(capsys, tune(tmp_path, base_run, task, "prompt", "--prompt-len", "32"),
+          "--prompt-len 32 leaves no room for text", "max_len) is 32 tokens, the soft prompt takes 32", "--prompt-len 31 or less")
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("recipe", ["--freeze-first", "--freeze-last"])
+def test_freezing_more_layers_than_the_base_has(capsys, tmp_path, base_run, task_dir, recipe):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze", recipe, "2"), f"{recipe} 2", "the base has 1 layer(s)", "0..1")
+
+
+def test_lora_rank_zero(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "lora", "--lora-rank", "0"), "--lora-rank", "positive integer")
+
+
+def test_lora_rank_larger_than_d_model(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "lora", "--lora-rank", "33"), "--lora-rank 33", "d_model=32", "1..32")
+
+
+def test_unknown_method(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "adapter"), "--method", "'adapter'", "prompt-encoder")
+
+
+def test_a_task_file_with_an_unknown_label_names_the_file_and_line(capsys, tmp_path, base_run):
+    task = write_task(tmp_path / "bad", dev_label="2")
+    fails(capsys, tune(tmp_path, base_run, task, "bitfit"), "dev.tsv line 4", "label '2'")
+
+
+def test_freeze_needs_a_recipe(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze"), "--method freeze needs", "--freeze-first", "--freeze-last")
+
+
+def test_freeze_first_and_last_together(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze", "--freeze-first", "1", "--freeze-last", "1"),
+          "--freeze-last", "not allowed with", "--freeze-first")
+
+
+def test_a_setting_of_another_method(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "prompt", "--lora-rank", "4"), "--lora-rank does not apply to --method prompt")
+
+
+def test_label_words_that_do_not_match_the_labels(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "prompt", "--label-words", " sad, merry, wroth"),
+          "3 label words", "for 2 labels", "one word per label")
+
+
+def test_a_verbalizer_without_label_words(capsys, tmp_path, base_run):
+    task = write_task(tmp_path / "plain")
+    fails(capsys, tune(tmp_path, base_run, task, "prompt", "--readout", "verbalizer"), "needs a word per label", "--label-words")
+
+
+def test_tune_without_a_base(capsys, tmp_path, task_dir):
+    fails(capsys, ["tune", "--method", "prompt", "--task", str(task_dir), "--out", str(tmp_path / "t")], "required", "--base")
+    fails(capsys, tune(tmp_path, tmp_path / "nothing", task_dir, "prompt"), "nothing does not exist")
+
+
+def test_resume_with_other_method_settings_is_refused(capsys, tuned):
+    before = (tuned / "train_state.pt").read_bytes()
+    fails(capsys, ["tune", "--out", str(tuned), "--resume", "--prompt-len", "6"], "was run with prompt_len=8", "not 6")
+    fails(capsys, ["tune", "--out", str(tuned), "--resume", "--method", "lora"], "was run with method='prompt'")
+    assert (tuned / "train_state.pt").read_bytes() == before
+
+
+def test_classify_on_a_base_with_other_weights(capsys, tmp_path, tuned, base_run):
+    other = tmp_path / "other_base"
+    shutil.copytree(base_run, other)
+    for name in ("best.safetensors", "model.safetensors"):
+        tensors = safetensors.torch.load_file(other / name)
+        tensors["tok_emb.weight"][7, 0] += 1e-3
+        safetensors.torch.save_file(tensors, other / name)
+    fails(capsys, ["classify", "--from", str(tuned), "--base", str(other), "--text", "O happy day"],
+          "tuned from a different base model", "SHA-256")
+
+
+def test_classify_from_a_missing_tuned_folder(capsys, tmp_path):
+    fails(capsys, ["classify", "--from", str(tmp_path / "missing"), "--text", "hi"], "missing does not exist", "train.py tune")
+    fails(capsys, ["classify", "--from", str(tmp_path), "--text", "hi"], "tuned.json is missing")
+
+
+def test_classify_a_split_the_task_does_not_have(capsys, tuned, task_dir):
+    fails(capsys, ["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "test"], "no test split", "test.tsv")
