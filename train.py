@@ -49,7 +49,7 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "encoder_hidden": 256, "prefix_hidden": 256, "no_reparam": False, "train_base": False, "freeze_first": None,
     "freeze_last": None, "lora_rank": 8, "lora_alpha": 16.0, "lr": None, "max_steps": 300, "batch_size": 16,
     "eval_every": 50, "patience": 4, "warmup_steps": 10, "weight_decay": 0.0, "seed": 0, "device": "auto",
-    "gradient_checkpointing": False, "max_eval_examples": 0, "log_every": 10,
+    "gradient_checkpointing": False, "max_eval_examples": 0, "log_every": 10, "precision": "auto",
 }
 # what defines the tuned model: a resumed tune must keep these
 FIXED_FOR_A_TUNE = ["base", "weights", "task", "method", "readout", "label_words", "prompt_len", "prefix_len", "init",
@@ -249,6 +249,8 @@ def add_tune_parser(sub) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S, help="auto = cuda when available" + d("device"))
     g.add_argument("--gradient-checkpointing", action="store_true", default=S,
                    help="recompute activations in the backward pass: less memory, more time")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=S,
+                   help="bf16 autocast or fp32; auto = bf16 where the CPU/GPU has native bf16" + d("precision"))
     g.add_argument("--resume", action="store_true", help="continue the tune saved in --out where it stopped")
     g.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a tuned model (deletes it)")
 
@@ -472,7 +474,11 @@ def mask_one_word(text: str, tokenizer) -> tuple[str, str]:
 
 
 # ---- generate, fill-mask, eval, plot ------------------------------------------------------------------
-def complete(model, tokenizer, prompt: str, max_new_tokens: int, temperature: float, top_k, top_p, seed: int) -> str:
+def complete(model, tokenizer, prompt: str, max_new_tokens: int, temperature: float, top_k, top_p, seed: int,
+             tuned=None) -> str:
+    """Continue `prompt` with `model`, or with a TunedModel over it (its soft prompt / prefixes / weights)."""
+    import functools
+
     import torch
 
     from minilm import generate
@@ -482,6 +488,11 @@ def complete(model, tokenizer, prompt: str, max_new_tokens: int, temperature: fl
         raise UserError("the prompt is empty: give --prompt some text to continue")
     ids = tokenizer.encode(prompt)
     context = model.config.max_len
+    if tuned is not None:  # a soft prompt takes positions of the context
+        context -= tuned.method.prompt_length
+        continue_ids = tuned.generate
+    else:
+        continue_ids = functools.partial(generate, model)
     if len(ids) >= context:
         raise UserError(f"the prompt is {len(ids)} tokens, but the model's context is {context}: shorten the prompt "
                         f"to fewer than {context} tokens")
@@ -490,7 +501,7 @@ def complete(model, tokenizer, prompt: str, max_new_tokens: int, temperature: fl
     while max_new_tokens > 0:
         window = ids if len(ids) + max_new_tokens <= context or len(ids) <= keep else ids[-keep:]
         n = min(max_new_tokens, context - len(window))
-        out = generate(model, torch.tensor([window], device=device), n, temperature=temperature,
+        out = continue_ids(torch.tensor([window], device=device), n, temperature=temperature,
                        top_k=top_k, top_p=top_p, seed=seed + len(ids))[0].tolist()
         new = [t for t in out[len(window):] if t != PAD_ID]
         ids, max_new_tokens = ids + new, max_new_tokens - n
@@ -512,10 +523,15 @@ def show_fill_mask(model, tokenizer, text: str, top_k: int) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    model, tokenizer, _ = load_run(a.run, a.weights, a.device)
+    tuned = None
+    if (Path(a.run) / "tuned.json").is_file():  # a tuned model: its base, with the tuned tensors applied
+        tuned = load_tuned(a.run, None, a.device)
+        model, tokenizer = tuned.base, tuned.tokenizer
+    else:
+        model, tokenizer, _ = load_run(a.run, a.weights, a.device)
     if not model.config.causal:
         raise UserError(f"{a.run} holds a masked (bidirectional) model, which cannot generate: use `train.py fill-mask`")
-    print(complete(model, tokenizer, a.prompt, a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed))
+    print(complete(model, tokenizer, a.prompt, a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed, tuned))
     return 0
 
 
@@ -736,7 +752,7 @@ def tune(given: dict[str, Any]) -> int:
     config = TuneConfig(lr=s["lr"], warmup_steps=s["warmup_steps"], max_steps=s["max_steps"], batch_size=s["batch_size"],
                         weight_decay=s["weight_decay"], eval_every=s["eval_every"], max_eval_examples=s["max_eval_examples"],
                         patience=s["patience"], log_every=s["log_every"], seed=s["seed"], device=device,
-                        gradient_checkpointing=s["gradient_checkpointing"])
+                        precision=resolve_precision(s["precision"], device), gradient_checkpointing=s["gradient_checkpointing"])
     task = load_task(s["task"])
     train_split, dev_split = task.split("train"), task.split("dev")  # a missing dev split is an error now, not after setup
     base, tokenizer, _ = load_run(str(base_dir), s["weights"], device)
@@ -771,7 +787,7 @@ def tune(given: dict[str, Any]) -> int:
     if cut:
         print(f"note: {cut:,} of the {len(texts):,} train and dev texts are longer than the {room} text tokens that fit "
               f"in the base's context of {c.max_len}; their ends are cut")
-    print(f"training: lr {s['lr']:g}, {s['max_steps']} steps of {s['batch_size']} examples, dev evaluation every "
+    print(f"training: {config.precision}, lr {s['lr']:g}, {s['max_steps']} steps of {s['batch_size']} examples, dev evaluation every "
           f"{s['eval_every']} steps (patience {s['patience'] or 'off'}); out {out}")
 
     out.mkdir(parents=True, exist_ok=True)  # only now that every input is known to be good
@@ -820,25 +836,35 @@ def print_report(report: dict[str, Any], what: str) -> None:
         print(f"{label:<{w}}" + "".join(f"  {n:>{cw}}" for n in row))
 
 
+def load_tuned(tuned_dir: str, base_run: str | None, device: str):
+    """A TunedModel from its folder, on the base run recorded in tuned.json (or `base_run`); `.tokenizer` is the base's."""
+    from minilm.tuning import TunedModel
+    from minilm.tuning.tuned import read_metadata
+
+    folder = Path(tuned_dir)
+    if not folder.is_dir():
+        raise UserError(f"tuned model folder {tuned_dir} does not exist: tune one with "
+                        f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {tuned_dir}`")
+    meta = read_metadata(folder)
+    run = base_run or meta.get("base_run")
+    if not run:
+        raise UserError(f"{folder / 'tuned.json'} does not say which base run it was tuned from: pass --base RUN_DIR")
+    if not base_run and not Path(run).is_dir():
+        raise UserError(f"the base run {run} recorded in {folder / 'tuned.json'} does not exist (moved?): pass --base RUN_DIR")
+    base, tokenizer, _ = load_run(run, meta.get("base_weights", "best"), device)
+    model = TunedModel.load(folder, base).eval()
+    model.tokenizer, model.base_run = tokenizer, run
+    return model
+
+
 def cmd_classify(a: argparse.Namespace) -> int:
     from minilm.checkpoint import atomic_write
     from minilm.tasks import load_task
-    from minilm.tuning import TunedModel
     from minilm.tuning.trainer import evaluate, predict
-    from minilm.tuning.tuned import read_metadata
 
     folder = Path(a.tuned)
-    if not folder.is_dir():
-        raise UserError(f"tuned model folder {a.tuned} does not exist: tune one with "
-                        f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {a.tuned}`")
-    meta = read_metadata(folder)
-    base_run = a.base or meta.get("base_run")
-    if not base_run:
-        raise UserError(f"{folder / 'tuned.json'} does not say which base run it was tuned from: pass --base RUN_DIR")
-    if not a.base and not Path(base_run).is_dir():
-        raise UserError(f"the base run {base_run} recorded in {folder / 'tuned.json'} does not exist (moved?): pass --base RUN_DIR")
-    base, tokenizer, _ = load_run(base_run, meta.get("base_weights", "best"), a.device)
-    model = TunedModel.load(folder, base)
+    model = load_tuned(a.tuned, a.base, a.device)
+    tokenizer = model.tokenizer
     if a.text is not None:
         if not all(text.strip() for text in a.text):
             raise UserError("a --text is empty: give some text to classify")
@@ -862,7 +888,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
         raise UserError(f"--report {path}: the folder {path.parent} does not exist")
     report = evaluate(model, tokenizer, examples, a.batch_size)
     print_report(report, f"{task.name} {a.split}")
-    atomic_write(path, json.dumps({"tuned": str(folder.resolve()), "base_run": str(Path(base_run).resolve()),
+    atomic_write(path, json.dumps({"tuned": str(folder.resolve()), "base_run": str(Path(model.base_run).resolve()),
                                    "task": str(Path(a.task).resolve()), "split": a.split, **report}, indent=2) + "\n")
     print(f"report: {path}")
     return 0

@@ -193,6 +193,16 @@ def test_classify_text_prints_the_label_and_class_probabilities(tuned, capsys):
         assert len(p) == 2 and sum(p) == pytest.approx(1, abs=2e-3) and p[int(label)] == max(p)
 
 
+def test_generate_from_a_tuned_folder_uses_its_soft_prompt(tuned, base_run, capsys):
+    argv = ["--prompt", "ROMEO:", "--max-new-tokens", "12", "--temperature", "0"]
+    assert train.main(["generate", "--from", str(tuned), *argv]) == 0
+    with_prompt = capsys.readouterr().out
+    assert train.main(["generate", "--from", str(base_run), *argv]) == 0
+    plain = capsys.readouterr().out
+    assert with_prompt.startswith("ROMEO:") and plain.startswith("ROMEO:")
+    assert with_prompt != plain, "the soft prompt did not change the continuation"
+
+
 def test_classify_a_split_writes_a_report_with_accuracy_macro_f1_and_confusion(tuned, task_dir, tmp_path, capsys):
     assert train.main(["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "dev"]) == 0
     out = capsys.readouterr().out

@@ -55,9 +55,10 @@ def train_steps(model: TunedModel, steps: int = 3, lr: float = 1e-2) -> None:
 
 
 # ---- frozen means unchanged -----------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "masked"])
 @pytest.mark.parametrize("method", METHODS)
-def test_training_leaves_every_frozen_parameter_bitwise_equal(method):
-    model = tuned(method)
+def test_training_leaves_every_frozen_parameter_bitwise_equal(method, causal):
+    model = tuned(method, causal=causal)
     trainable = set(model.trainable())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     train_steps(model)
@@ -114,16 +115,17 @@ def test_last_k_freezing_trains_the_last_blocks_and_the_final_layernorm():
 
 
 # ---- save / load --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "masked"])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("readout", ["head", "verbalizer"])
-def test_save_then_load_reproduces_outputs_exactly(tmp_path, method, readout):
-    model = tuned(method, readout=readout)
+def test_save_then_load_reproduces_outputs_exactly(tmp_path, method, readout, causal):
+    model = tuned(method, causal=causal, readout=readout)
     train_steps(model)
     model.eval()
     ids, mask = batch(seed=9)
     expected = model(ids, mask)
     model.save(tmp_path)
-    fresh = Transformer(tiny_config(), seed=0).eval()
+    fresh = Transformer(tiny_config(causal=causal), seed=0).eval()
     loaded = TunedModel.load(tmp_path, fresh).eval()
     torch.testing.assert_close(loaded(ids, mask), expected, rtol=0, atol=0)
     assert loaded.counts()["tuned"] == model.counts()["tuned"]
@@ -136,6 +138,15 @@ def test_loading_onto_a_different_base_is_a_clear_error(tmp_path, method):
     other = Transformer(tiny_config(), seed=1)
     with pytest.raises(ValueError, match="tuned from a different base model"):
         TunedModel.load(tmp_path, other)
+
+
+def test_a_prompt_initialised_from_text_loads_without_a_tokenizer(tmp_path, tokenizer):
+    base = Transformer(tiny_config(), seed=0)
+    model = TunedModel(base, build_method("prompt", base, tokenizer, prompt_len=6, init="text:To be, or not"), Verbalizer([[10], [11]]))
+    model.save(tmp_path)
+    loaded = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
+    assert torch.equal(loaded.method.P, model.method.P)
+    assert loaded.method.hyperparameters()["init"] == "text:To be, or not"
 
 
 def test_saved_file_holds_only_the_tuned_tensors(tmp_path):

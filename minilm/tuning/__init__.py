@@ -9,7 +9,7 @@
     heads.py           classification head or verbalizer: how a class is read out
     tuned.py           TunedModel: base + method + readout; save/load with the base's hash
     mixed.py           TaskBank: rows of one batch using different tasks' prompts/prefixes
-    train.py           the tuning loop with early stopping on dev
+    trainer.py         the tuning loop with early stopping on dev
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ OUT/last/ and OUT/train_state.pt, so `resume=True` continues bitwise where an in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -52,6 +53,8 @@ class TuneConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
+    """fp32, or bf16 autocast for the forward pass (parameters, gradients and optimiser state stay fp32)."""
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class TuneConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.grad_clip <= 0 or self.weight_decay < 0:
             raise ValueError("need grad-clip > 0 and weight-decay >= 0")
 
@@ -136,13 +141,20 @@ class TuneTrainer:
             self.position += len(take)
         return batch
 
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def train_step(self) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.config)
         batch = self.next_batch()
         inputs = self.model.encode(self.tokenizer, [e.text for e in batch])
         labels = torch.tensor([e.label for e in batch], device=self.device)
-        loss = F.cross_entropy(self.model(inputs["input_ids"], inputs["attention_mask"]).float(), labels)
+        with self._autocast():
+            scores = self.model(inputs["input_ids"], inputs["attention_mask"])
+        loss = F.cross_entropy(scores.float(), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.model.trainable().values()), self.config.grad_clip)
         self.optimizer.step()
@@ -176,7 +188,8 @@ class TuneTrainer:
         return {"step": self.step, "stopped_early": stopped_early, "best_dev_macro_f1": self.best}
 
     def _evaluate_and_checkpoint(self) -> bool:
-        report = evaluate(self.model, self.tokenizer, self.dev_examples, self.config.eval_batch_size)
+        with self._autocast():
+            report = evaluate(self.model, self.tokenizer, self.dev_examples, self.config.eval_batch_size)
         improved = report["macro_f1"] > self.best
         if improved:
             self.best, self.evals_since_best = report["macro_f1"], 0

@@ -153,7 +153,12 @@ class TunedModel(nn.Module):
         if actual != meta["base_weights_sha256"]:
             raise ValueError(f"{folder} was tuned from a different base model (weights SHA-256 {meta['base_weights_sha256'][:12]}..., "
                              f"this base has {actual[:12]}...): load it onto the base run it was tuned from")
-        method = build_method(meta["method"], base, **meta["hyperparameters"])
+        hp = dict(meta["hyperparameters"])
+        if str(hp.get("init", "")).startswith("text:"):  # the saved tensors replace the start anyway; no tokenizer needed
+            hp["init"] = "random"
+        method = build_method(meta["method"], base, **hp)
+        if "init" in hp:
+            method.init = meta["hyperparameters"]["init"]
         r = meta["readout"]
         readout = (Verbalizer(r["label_token_ids"]) if r["kind"] == "verbalizer"
                    else ClassificationHead(base.config.d_model, r["n_classes"]))
