@@ -52,13 +52,16 @@ def test_prefix_tuning_gives_the_same_outputs_and_gradients_through_math_and_sdp
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
-def test_a_padded_row_with_a_prefix_equals_the_row_alone(causal):
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_a_padded_row_with_a_prefix_or_soft_prompt_equals_the_row_alone(causal, method):
     base = Transformer(tiny_config(causal=causal), seed=0).eval()
-    model = TunedModel(base, trained_prefix(base), Verbalizer([[10], [11]])).eval()
+    m = trained_prefix(base) if method == "prefix" else SoftPrompt.for_base(base, 3, init="random")
+    model = TunedModel(base, m, Verbalizer([[10], [11]])).eval()
     ids, mask = padded_batch()
     h, full_mask = model.hidden_states(ids, mask)
     alone, _ = model.hidden_states(ids[2:, :2], mask[2:, :2])
-    torch.testing.assert_close(h[2, :2], alone[0], rtol=1e-5, atol=1e-5)
+    n = m.prompt_length
+    torch.testing.assert_close(h[2, : n + 2], alone[0], rtol=1e-5, atol=1e-5)
 
 
 def test_real_tokens_see_every_prefix_position_and_causally_each_other():

@@ -31,7 +31,7 @@ from minilm.tuning.tuned import TunedModel, weights_sha256
 
 METHODS = ("prompt", "prompt-encoder", "prefix", "freeze", "bitfit", "lora", "full")
 
-DEFAULT_LR = {"prompt": 3e-2, "prompt-encoder": 1e-2, "prefix": 3e-3, "freeze": 1e-3, "bitfit": 1e-2, "lora": 3e-3, "full": 1e-3}
+DEFAULT_LR = {"prompt": 3e-2, "prompt-encoder": 3e-4, "prefix": 3e-3, "freeze": 1e-4, "bitfit": 1e-3, "lora": 3e-3, "full": 1e-4}
 """Peak learning rate per method when none is given; how these were chosen is in docs/tuning.md."""
 
 
