@@ -13,8 +13,7 @@ import safetensors.torch
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402  (train.py is a script at the repository root)
+from cli_support import fails, train  # noqa: E402  (train.py is a script at the repository root)
 
 TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
         "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
@@ -39,21 +38,6 @@ def masked_run(tmp_path_factory, text_file) -> Path:
     out = tmp_path_factory.mktemp("runs") / "masked"
     assert train.main(["pretrain", "--objective", "masked", "--data", str(text_file), "--out", str(out), *TINY]) == 0
     return out
-
-
-def fails(capsys, argv: list[str], *fragments: str) -> str:
-    """Run train.py in-process; it must exit with code 2 and one stderr line containing every fragment."""
-    try:
-        code = train.main(argv)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 # ---- the happy path -------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,7 @@ from minilm.model import parameter_count
 from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402  (train.py is a script at the repository root)
+from cli_support import fails, train  # noqa: E402  (train.py is a script at the repository root)
 
 TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
         "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
@@ -85,21 +83,6 @@ def printed_counts(out: str) -> tuple[int, float, int, int]:
     assert match, out
     trainable, pct, base, saved = match.groups()
     return int(trainable.replace(",", "")), float(pct), int(base.replace(",", "")), int(saved.replace(",", ""))
-
-
-def fails(capsys, argv: list[str], *fragments: str) -> str:
-    """Run train.py in-process; it must exit with code 2 and one stderr line containing every fragment."""
-    try:
-        code = train.main(argv)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
