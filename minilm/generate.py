@@ -48,6 +48,12 @@ def sample_next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def last_real_index(mask: Tensor) -> Tensor:
+    """Index of each row's last real (True) position in a (B, T) mask."""
+    T = mask.size(1)
+    return T - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
+
+
 def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
@@ -126,8 +132,7 @@ def generate(
             return out[:, n_soft:]
 
         logits = whole_sequence(input_ids, mask, cache)
-        last_real = T - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
-        next_logits = logits[torch.arange(B, device=device), last_real]
+        next_logits = logits[torch.arange(B, device=device), last_real_index(mask)]
         ids, finished = input_ids, torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
             token = sample_next_token(next_logits, temperature, top_k, top_p, generator)

@@ -43,6 +43,15 @@ PRECISIONS = ("fp32", "bf16")
 STATE_FILE, LAST_WEIGHTS, BEST_WEIGHTS, METRICS_FILE = "train_state.pt", "model.safetensors", "best.safetensors", "metrics.jsonl"
 
 
+def check_integers(config: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> None:
+    """Each named field of `config` is an int (not a bool), >= 1 or >= 0; the message names the command-line flag."""
+    for names, low, what in ((positive, 1, "a positive"), (non_negative, 0, "a non-negative")):
+        for name in names:
+            value = getattr(config, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name.replace('_', '-')} must be {what} integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train (the model's sizes are in ModelConfig). batch_size counts sequences per optimizer step,
@@ -74,14 +83,8 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "eval_windows", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "patience", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+        check_integers(self, positive=("batch_size", "grad_accum", "max_steps", "eval_every", "eval_windows", "log_every"),
+                       non_negative=("warmup_steps", "patience", "seed"))
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
         if self.batch_size % self.grad_accum:
@@ -179,6 +182,20 @@ class Processes:
         return self.rank == 0
 
 
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast of the forward pass (parameters, gradients and optimiser state stay fp32), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Forget the metrics logged after `step` (a resumed run does those steps again)."""
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write(path, "".join(line + "\n" for line in kept))
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -224,9 +241,7 @@ class Trainer:
 
     # ---- one optimizer step ----------------------------------------------------------------------
     def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.config.precision, self.device)
 
     def train_step(self) -> float:
         """One optimizer step over batch_size sequences; returns this process's mean loss."""
@@ -360,10 +375,6 @@ class Trainer:
             torch.set_rng_state(rng_states[self.procs.rank])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.best_val_loss, self.evals_since_best = state["best_val_loss"], state["evals_since_best"]
-        if self.procs.is_main:  # forget what was logged after the checkpoint: those steps run again
-            path = self.out_dir / METRICS_FILE
-            if path.exists():
-                kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                        if line.strip() and json.loads(line)["step"] <= self.step]
-                atomic_write(path, "".join(line + "\n" for line in kept))
+        if self.procs.is_main:
+            truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         self.log(f"resumed from step {self.step}")

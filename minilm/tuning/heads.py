@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minilm.generate import last_real_index
 from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID, Tokenizer
 
 if TYPE_CHECKING:
@@ -39,12 +40,6 @@ def append_columns(ids: Tensor, mask: Tensor, tokens: list[int], front: list[int
         parts_ids.append(torch.tensor(tokens, device=ids.device).expand(B, -1))
         parts_mask.append(torch.ones(B, len(tokens), dtype=torch.bool, device=ids.device))
     return torch.cat(parts_ids, dim=1), torch.cat(parts_mask, dim=1)
-
-
-def last_real_index(mask: Tensor) -> Tensor:
-    """Index of each row's last True entry."""
-    T = mask.size(1)
-    return T - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
 
 
 class ClassificationHead(nn.Module):

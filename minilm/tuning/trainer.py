@@ -10,7 +10,6 @@ OUT/last/ and OUT/train_state.pt, so `resume=True` continues bitwise where an in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,11 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from minilm.checkpoint import atomic_write, load_state, save_state
+from minilm.checkpoint import load_state, save_state
 from minilm.metrics import classification_report
 from minilm.tasks import Example, Task
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import format_duration, learning_rate
+from minilm.trainer import autocast, check_integers, format_duration, learning_rate, truncate_metrics
 from minilm.tuning.tuned import TunedModel
 
 STATE_FILE, METRICS_FILE, LAST_DIR = "train_state.pt", "metrics.jsonl", "last"
@@ -58,14 +57,8 @@ class TuneConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "patience", "seed", "max_eval_examples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+        check_integers(self, positive=("max_steps", "batch_size", "eval_every", "eval_batch_size", "log_every"),
+                       non_negative=("warmup_steps", "patience", "seed", "max_eval_examples"))
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
         if self.precision not in ("fp32", "bf16"):
@@ -142,9 +135,7 @@ class TuneTrainer:
         return batch
 
     def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.config.precision, self.device)
 
     def train_step(self) -> float:
         for group in self.optimizer.param_groups:
@@ -238,10 +229,7 @@ class TuneTrainer:
         torch.set_rng_state(state["rng_state"])
         self.step, self.best = state["step"], state["best"]
         self.evals_since_best, self.examples_seen = state["evals_since_best"], state["examples_seen"]
-        path = self.out_dir / METRICS_FILE
-        if path.exists():  # forget what was logged after the checkpoint: those steps run again
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
-            atomic_write(path, "".join(line + "\n" for line in kept))
+        truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         self.log(f"resumed from step {self.step}")
 
 
