@@ -102,3 +102,28 @@ def masked_lm_loss_on_selected(hidden: Tensor, output_embedding: Tensor, labels:
     selected = labels != IGNORE_INDEX
     logits = F.linear(hidden[selected], output_embedding)
     return token_cross_entropy(logits, labels[selected])
+
+
+def instruction_loss(logits: Tensor, input_ids: Tensor, output_mask: Tensor, alpha: float = 1.0,
+                     output_only: bool = False, attention_mask: Tensor | None = None) -> Tensor:
+    """L = L_LM + alpha * L_align, or L_align alone when `output_only`.
+
+    L_LM    = -(1/N) sum_i log p(x_i | x_<i)      over every real token of [instruction; input; output]
+    L_align = -(1/|O|) sum_{i in O} log p(y_i | y_<i, x)     over the output tokens O only
+    output_mask (B, T) is True at the output tokens. Both terms are means (like the pretraining losses), so alpha
+    weighs the output tokens against the whole sequence independently of their lengths.
+    """
+    if output_mask.shape != input_ids.shape:
+        raise ValueError(f"output_mask {tuple(output_mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    targets = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)  # the label of position t is x_{t+1}
+    targets[:, :-1] = input_ids[:, 1:]
+    is_output = output_mask.bool()
+    if attention_mask is not None:
+        is_output = is_output & attention_mask.bool()
+    align_targets = targets.masked_fill(~torch.cat([is_output[:, 1:], torch.zeros_like(is_output[:, :1])], dim=1), IGNORE_INDEX)
+    align = token_cross_entropy(logits, align_targets)
+    if output_only:
+        return align
+    return causal_lm_loss(logits, input_ids, attention_mask) + alpha * align
