@@ -88,11 +88,12 @@ class Template:
         return out
 
     def render(self, tokenizer: Tokenizer, values: dict[str, str], budget: int, slot_tokens: int = 1,
-               add_special: bool = False) -> Rendered:
+               add_special: bool = False, cut: Sequence[str] | None = None) -> Rendered:
         """Token ids of the template with `values`, at most `budget` ids including `slot_tokens` answer tokens.
 
-        Only the fields are shortened (the longest first, from its end). add_special wraps the prompt as
-        [CLS] ... [SEP] (a masked model's layout); the masked answer slot holds `slot_tokens` [MASK] ids.
+        Only the fields are shortened (the longest first, from its end), and only those named in `cut` when it
+        is given. add_special wraps the prompt as [CLS] ... [SEP] (a masked model's layout); the masked answer
+        slot holds `slot_tokens` [MASK] ids.
         """
         missing = [f for f in self.fields if f not in values]
         if missing:
@@ -108,13 +109,17 @@ class Template:
                 parts.append(("slot", [MASK_ID] * slot_tokens if add_special else []))
         fixed = sum(len(ids) for kind, ids in parts if kind != "field") + (2 if add_special else 0)
         fixed += 0 if add_special else slot_tokens  # a causal answer follows the prompt and needs room too
-        room = budget - fixed
+        names = [value.strip() for kind, value in self.pieces() if kind == "field"]
+        cuttable = [cut is None or name in cut for name in names]
         lengths = [len(ids) for kind, ids in parts if kind == "field"]
-        if room < len(lengths):
+        fixed += sum(n for n, ok in zip(lengths, cuttable) if not ok)
+        room = budget - fixed
+        if room < sum(cuttable):
             raise ValueError(f"the template and answer take {fixed} of the {budget} tokens available: "
                              "no room for the input; use a shorter template or a model with a longer context")
-        while sum(lengths) > room:  # cut the longest field by one token until everything fits
-            lengths[lengths.index(max(lengths))] -= 1
+        while sum(n for n, ok in zip(lengths, cuttable) if ok) > room:  # cut the longest cuttable field by one token
+            longest = max((n, i) for i, (n, ok) in enumerate(zip(lengths, cuttable)) if ok)[1]
+            lengths[longest] -= 1
         ids: list[int] = [CLS_ID] if add_special else []
         slot, f = -1, 0
         for kind, piece in parts:

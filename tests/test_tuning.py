@@ -13,7 +13,7 @@ from conftest import random_ids, tiny_config
 
 from minilm import Transformer
 from minilm.tuning import (
-    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, PrefixTuning, TunedModel, Verbalizer, build_method,
+    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, TunedModel, Verbalizer, build_method,
 )
 from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate

@@ -1,0 +1,83 @@
+"""Instruction data: JSONL of {instruction, input, output}, laid out as one sequence for instruction tuning.
+
+    Instruction: {instruction}
+    Input: {input}
+    Output: {output}[EOS]
+
+The output tokens (with the final [EOS], so the model learns to stop) are marked in `output_mask`; the
+loss is `objectives.instruction_loss`. When an example is longer than the context only the input is cut:
+the instruction, the prompt's literal text and the whole output are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from minilm.prompting import Template
+from minilm.tokenizer import EOS_ID, PAD_ID, Tokenizer, read_utf8_lines
+
+PROMPT = Template("Instruction: {instruction}\nInput: {input}\nOutput:")
+FIELDS = ("instruction", "input", "output")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    instruction: str
+    input: str
+    output: str
+
+
+def load_instructions(path: str | os.PathLike[str]) -> list[Instruction]:
+    """Read a JSONL file of {"instruction", "input", "output"} objects; problems name the file and line."""
+    path = os.fspath(path)
+    examples = []
+    for lineno, line in enumerate(read_utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one object per line") from None
+        if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in FIELDS):
+            raise ValueError(f"{path} line {lineno}: each line needs string fields instruction, input and output")
+        if not record["instruction"].strip() or not record["output"].strip():
+            raise ValueError(f"{path} line {lineno}: the instruction and the output must not be empty")
+        examples.append(Instruction(record["instruction"], record["input"], record["output"]))
+    if not examples:
+        raise ValueError(f"{path} holds no instructions")
+    return examples
+
+
+def prompt_ids(tokenizer: Tokenizer, example: Instruction, budget: int) -> list[int]:
+    """The prompt up to "Output:", at most `budget` ids, cutting only the input."""
+    values = {"instruction": example.instruction, "input": example.input or "-"}
+    return PROMPT.render(tokenizer, values, budget, slot_tokens=0, cut=["input"]).ids
+
+
+def encode_instruction(tokenizer: Tokenizer, example: Instruction, max_len: int) -> tuple[list[int], list[bool]]:
+    """(ids, output_mask) of one example: the prompt, then " output" and [EOS], which output_mask marks."""
+    output = tokenizer.encode(" " + example.output.strip()) + [EOS_ID]
+    if len(output) >= max_len:
+        raise ValueError(f"an output of {len(output)} tokens does not fit in the context of {max_len} with its prompt: "
+                         f"shorten it ({example.output[:40]!r}...)")
+    prompt = prompt_ids(tokenizer, example, max_len - len(output))
+    return prompt + output, [False] * len(prompt) + [True] * len(output)
+
+
+def instruction_batch(tokenizer: Tokenizer, examples: list[Instruction], max_len: int) -> dict[str, Tensor]:
+    """input_ids, attention_mask and output_mask (B, T), right-padded with [PAD]."""
+    rows = [encode_instruction(tokenizer, e, max_len) for e in examples]
+    T = max(len(ids) for ids, _ in rows)
+    batch = {"input_ids": torch.full((len(rows), T), PAD_ID, dtype=torch.long),
+             "attention_mask": torch.zeros(len(rows), T, dtype=torch.long),
+             "output_mask": torch.zeros(len(rows), T, dtype=torch.bool)}
+    for b, (ids, out) in enumerate(rows):
+        batch["input_ids"][b, : len(ids)] = torch.tensor(ids)
+        batch["attention_mask"][b, : len(ids)] = 1
+        batch["output_mask"][b, : len(ids)] = torch.tensor(out)
+    return batch
