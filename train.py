@@ -180,6 +180,24 @@ def build_parser() -> Parser:
 
     add_tune_parser(sub)
 
+    p = sub.add_parser("instruct", help="instruction-tune a causal run on {instruction, input, output} JSONL, then answer")
+    p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained causal run to start from")
+    p.add_argument("--data", default=str(ROOT / "data" / "instructions"), metavar="DIR",
+                   help="folder with train.jsonl and dev.jsonl (default: data/instructions)")
+    p.add_argument("--out", metavar="DIR", help="where the tuned run goes (default: runs/instruct)")
+    p.add_argument("--alpha", type=non_negative_float, default=1.0, help="weight of the output-only loss L_align (default: 1.0)")
+    p.add_argument("--output-only", action="store_true", help="train on L_align alone (no loss on the instruction and input)")
+    p.add_argument("--max-steps", type=positive_int, default=600, help="optimizer steps (default: 600)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="examples per step (default: 16)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate, constant after 20 warm-up steps (default: 1e-3)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="data order and dropout seed (default: 0)")
+    p.add_argument("--eval-examples", type=positive_int, default=60, help="dev examples answered at the end (default: 60)")
+    p.add_argument("--instruction", help="an instruction to answer at the end (default: one from dev_new_phrasing.jsonl)")
+    p.add_argument("--input", default="", help="its input")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="bf16 autocast or fp32 (default: auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
     p = sub.add_parser("classify", help="classify texts, or evaluate a task split, with a tuned model",
                        description="Classify texts with a model written by `tune`, or score it on a split of a task folder.")
     p.add_argument("--from", dest="tuned", required=True, metavar="DIR", help="tuned model folder written by tune")
@@ -572,6 +590,79 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instruct(a: argparse.Namespace) -> int:
+    """Full fine-tuning with L = L_LM + alpha L_align (objectives.instruction_loss), then answers."""
+    import shutil
+
+    import torch
+
+    from minilm.checkpoint import save_weights
+    from minilm.instructions import Instruction, exact_match, instruction_batch, load_instructions
+    from minilm.objectives import instruction_loss
+    from minilm.trainer import autocast, format_duration
+
+    data = Path(a.data)
+    for name in ("train.jsonl", "dev.jsonl"):
+        if not (data / name).is_file():
+            raise UserError(f"{data / name} does not exist: --data needs a folder with train.jsonl and dev.jsonl")
+    out = Path(a.out) if a.out else ROOT / "runs" / "instruct"
+    if (out / "config.json").exists() and not a.overwrite:
+        raise UserError(f"{out} already holds a run: choose another --out, or --overwrite to replace it")
+    train_set, dev_set = load_instructions(data / "train.jsonl"), load_instructions(data / "dev.jsonl")
+    device = resolve_device(a.device)
+    precision = resolve_precision(a.precision, device)
+    model, tokenizer, _ = load_run(a.base, "best", device)
+    if not model.config.causal:
+        raise UserError(f"{a.base} holds a masked model: instruction tuning needs a causal one")
+    question = Instruction(a.instruction, a.input, "") if a.instruction else None
+    if question is None and (data / "dev_new_phrasing.jsonl").is_file():
+        question = load_instructions(data / "dev_new_phrasing.jsonl")[0]
+    loss_text = "L_align" if a.output_only else f"L_LM + {a.alpha:g} L_align"
+    print(f"instruct: {a.base} ({model.num_parameters():,} parameters, full fine-tuning) on {len(train_set):,} instructions, "
+          f"loss {loss_text}, {a.max_steps} steps of {a.batch_size}, lr {a.lr:g}, {precision}")
+    torch.manual_seed(a.seed)
+    generator = torch.Generator().manual_seed(a.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.train()
+    start = time.perf_counter()
+    with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics:
+        for step in range(1, a.max_steps + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = a.lr * min(1.0, step / 20)
+            rows = torch.randint(0, len(train_set), (a.batch_size,), generator=generator).tolist()
+            batch = {k: v.to(device) for k, v in instruction_batch(tokenizer, [train_set[i] for i in rows], model.config.max_len).items()}
+            with autocast(precision, torch.device(device)):
+                logits = model(batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss = instruction_loss(logits.float(), batch["input_ids"], batch["output_mask"], alpha=a.alpha,
+                                    output_only=a.output_only, attention_mask=batch["attention_mask"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % 50 == 0 or step in (1, a.max_steps):
+                elapsed = time.perf_counter() - start
+                metrics.write(json.dumps({"step": step, "split": "train", "loss": loss.item(), "elapsed_s": elapsed}) + "\n")
+                print(f"step {step:>5}/{a.max_steps} | loss {loss.item():.4f} | {step * a.batch_size / elapsed:.0f} ex/s | "
+                      f"ETA {format_duration(elapsed / step * (a.max_steps - step))}")
+    model.eval()
+    shutil.copy(Path(a.base) / "config.json", out / "config.json")
+    shutil.copy(Path(a.base) / "tokenizer.json", out / "tokenizer.json")
+    save_weights(model, out / "model.safetensors", {"instruction_tuned_from": str(Path(a.base).resolve())})
+    scores = exact_match(model, tokenizer, dev_set[: a.eval_examples])
+    print(f"dev exact match on {min(a.eval_examples, len(dev_set))} unseen inputs: {scores.pop('all'):.3f} | "
+          + " | ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    if question is not None:
+        from minilm.instructions import answer
+
+        print(f"unseen instruction: {question.instruction!r} input: {question.input!r}")
+        print(f"answer: {answer(model, tokenizer, question)!r}")
+    print(f"saved in {out}/ (a run directory: python train.py generate --from {out} ...)")
+    return 0
+
+
 def cmd_plot(a: argparse.Namespace) -> int:
     path = Path(a.run) / "metrics.jsonl"
     if not path.is_file():
@@ -901,7 +992,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["pretrain", *argv]  # `python train.py [flags]` means pretrain
     args = parser.parse_args(argv)
-    commands = {"generate": cmd_generate, "fill-mask": cmd_fill_mask, "eval": cmd_eval, "plot": cmd_plot, "classify": cmd_classify}
+    commands = {"generate": cmd_generate, "fill-mask": cmd_fill_mask, "eval": cmd_eval, "plot": cmd_plot, "classify": cmd_classify,
+                "instruct": cmd_instruct}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

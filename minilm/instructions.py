@@ -81,3 +81,27 @@ def instruction_batch(tokenizer: Tokenizer, examples: list[Instruction], max_len
         batch["attention_mask"][b, : len(ids)] = 1
         batch["output_mask"][b, : len(ids)] = torch.tensor(out)
     return batch
+
+
+@torch.no_grad()
+def answer(model, tokenizer: Tokenizer, example: Instruction, max_new_tokens: int = 32) -> str:
+    """The model's greedy answer to an instruction: the text it writes after "Output:" up to [EOS]."""
+    from minilm.generate import generate
+
+    max_len = model.config.max_len
+    ids = prompt_ids(tokenizer, example, max_len - min(max_new_tokens, max_len // 2))  # a long input is cut, not the answer
+    device = model.tok_emb.weight.device
+    n_new = min(max_new_tokens, max_len - len(ids))
+    out = generate(model, torch.tensor([ids], device=device), n_new, temperature=0.0)[0, len(ids):].tolist()
+    if EOS_ID in out:
+        out = out[: out.index(EOS_ID)]
+    return tokenizer.decode(out).strip()
+
+
+def exact_match(model, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32) -> dict[str, float]:
+    """Fraction of examples answered exactly (after stripping spaces), overall and per instruction."""
+    hits: dict[str, list[bool]] = {}
+    for e in examples:
+        hits.setdefault(e.instruction, []).append(answer(model, tokenizer, e, max_new_tokens) == e.output.strip())
+    every = [h for v in hits.values() for h in v]
+    return {"all": sum(every) / len(every), **{k: sum(v) / len(v) for k, v in hits.items()}}
