@@ -49,12 +49,12 @@ TUNE_DEFAULTS: dict[str, Any] = {
     "encoder_hidden": 256, "prefix_hidden": 256, "no_reparam": False, "train_base": False, "freeze_first": None,
     "freeze_last": None, "lora_rank": 8, "lora_alpha": 16.0, "lr": None, "max_steps": 300, "batch_size": 16,
     "eval_every": 50, "patience": 4, "warmup_steps": 10, "weight_decay": 0.0, "seed": 0, "device": "auto",
-    "gradient_checkpointing": False, "max_eval_examples": 0, "log_every": 10, "precision": "auto",
+    "gradient_checkpointing": False, "max_eval_examples": 0, "log_every": 10, "precision": "auto", "template": None,
 }
 # what defines the tuned model: a resumed tune must keep these
 FIXED_FOR_A_TUNE = ["base", "weights", "task", "method", "readout", "label_words", "prompt_len", "prefix_len", "init",
                     "encoder_hidden", "prefix_hidden", "no_reparam", "train_base", "freeze_first", "freeze_last",
-                    "lora_rank", "lora_alpha", "seed"]
+                    "lora_rank", "lora_alpha", "seed", "template"]
 # the flags that only some methods read
 METHOD_FLAGS = {
     "prompt_len": ("prompt", "prompt-encoder", "prefix"), "init": ("prompt", "prompt-encoder"),
@@ -230,6 +230,9 @@ def add_tune_parser(sub) -> None:
     g.add_argument("--out", default=S, metavar="DIR", help="where the tuned model goes (default: runs/tune-<task>-<method>)")
     g.add_argument("--readout", choices=["head", "verbalizer"], default=S,
                    help="classification head, or the LM scoring a label word (default: verbalizer when label words are known, else head)")
+    g.add_argument("--template", default=S, metavar="TEXT",
+                   help='prompt-based fine-tuning: the verbalizer scores the label words at the answer slot of this template, '
+                        'e.g. "{text} All in all, it was" (causal: the answer follows the end) or "{text} It was [MASK]." (masked)')
     g.add_argument("--label-words", type=label_word_list, default=S, metavar="WORDS",
                    help='verbalizer words in label order, comma-separated and taken literally, e.g. " bad, good" '
                         "(default: task.json's label_words)")
@@ -775,6 +778,8 @@ def build_readout(s: dict[str, Any], task, tokenizer, d_model: int):
     words = s["label_words"] or ([task.label_words[label] for label in task.labels] if task.label_words else None)
     kind = s["readout"] or ("verbalizer" if words else "head")
     if kind == "head":
+        if s.get("template"):
+            raise UserError("--template is read out by the label words (a verbalizer); drop --readout head, or drop --template")
         return ClassificationHead(d_model, len(task.labels), seed=s["seed"]), None
     if not words:
         raise UserError(f"--readout verbalizer needs a word per label: give --label-words \" bad, good\" (in the order of the "
@@ -788,6 +793,10 @@ def build_readout(s: dict[str, Any], task, tokenizer, d_model: int):
     if len({w.startswith(" ") for w in words}) > 1:
         warnings.warn(f"some label words start with a space and some do not ({', '.join(map(repr, words))}); "
                       'words are taken literally, and one that follows the text usually starts with a space: " bad, good"')
+    if s.get("template"):
+        from minilm.tuning import TemplateVerbalizer
+
+        return TemplateVerbalizer.from_template(tokenizer, s["template"], [[w] for w in words]), list(words)
     return Verbalizer(ids), list(words)
 
 

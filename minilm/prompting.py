@@ -160,67 +160,75 @@ def base_logits(model: Transformer) -> LogitsFn:
 
 
 def word_scores(logits_fn: LogitsFn, prompts: list[Rendered], words: list[tuple[int, ...]], causal: bool,
-                length_normalized: bool = False, batch_size: int = 32) -> Tensor:
+                length_normalized: bool = False, batch_size: int = 32, grad: bool = False) -> Tensor:
     """s(w) for every prompt and word, (N, W): summed (or per-token mean) log-probabilities of the word's tokens.
 
     causal: the sequence is prompt + w_1 .. w_{k-1}; position slot - 1 + j predicts w_{j+1}.
     masked: the prompt has k [MASK] at the slot (render it with slot_tokens=k); slot + j holds w_{j+1}.
+    grad: keep the graph (prompt-based fine-tuning trains through these scores).
     """
-    items = []  # (prompt index, word index, ids, [(position, token)])
-    for n, prompt in enumerate(prompts):
-        for w, word in enumerate(words):
+    items = []  # (ids, [(position, token)]) for prompt n, word w at index n * W + w
+    for prompt in prompts:
+        for word in words:
             if causal:
-                ids = prompt.ids + list(word[:-1])
-                pairs = [(prompt.slot - 1 + j, t) for j, t in enumerate(word)]
+                items.append((prompt.ids + list(word[:-1]), [(prompt.slot - 1 + j, t) for j, t in enumerate(word)]))
             else:
                 masks = sum(1 for t in prompt.ids[prompt.slot:] if t == MASK_ID)
                 if masks < len(word):
                     raise ValueError(f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
                                      "render it with slot_tokens = the word's length")
-                ids = prompt.ids
-                pairs = [(prompt.slot + j, t) for j, t in enumerate(word)]
-            items.append((n, w, ids, pairs))
-    out = torch.empty(len(prompts), len(words))
+                items.append((prompt.ids, [(prompt.slot + j, t) for j, t in enumerate(word)]))
+    scores = []
     for start in range(0, len(items), batch_size):
         chunk = items[start: start + batch_size]
-        T = max(len(ids) for *_, ids, _ in chunk)
+        T = max(len(ids) for ids, _ in chunk)
         input_ids = torch.full((len(chunk), T), PAD_ID, dtype=torch.long)
         mask = torch.zeros(len(chunk), T, dtype=torch.long)
-        for row, (_, _, ids, _) in enumerate(chunk):
+        for row, (ids, _) in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             logp = F.log_softmax(logits_fn(input_ids, mask).float(), dim=-1)
-        for row, (n, w, _, pairs) in enumerate(chunk):
-            score = sum(logp[row, pos, tok] for pos, tok in pairs)
-            out[n, w] = score / len(pairs) if length_normalized else score
-    return out
+            for row, (_, pairs) in enumerate(chunk):
+                score = torch.stack([logp[row, pos, tok] for pos, tok in pairs]).sum()
+                scores.append(score / len(pairs) if length_normalized else score)
+    return torch.stack(scores).view(len(prompts), len(words))
+
+
+def verbalizer_scores(logits_fn: LogitsFn, render: Callable[[int, int], Rendered], n_examples: int, verbalizer: Verbalizer,
+                      causal: bool, length_normalized: bool = False, batch_size: int = 32, grad: bool = False) -> Tensor:
+    """s(y) = log sum_{w in v(y)} exp s(w), (N, C). render(n, k) is example n's prompt with room for a k-token
+    answer (k [MASK] at the slot for a masked model)."""
+    flat = [w for group in verbalizer.words for w in group]
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(flat):
+        by_length.setdefault(len(w), []).append(i)
+    columns: dict[int, Tensor] = {}
+    for k, indices in by_length.items():  # masked models need k [MASK] for a k-token word
+        prompts = [render(n, k) for n in range(n_examples)]
+        group = word_scores(logits_fn, prompts, [flat[i] for i in indices], causal, length_normalized, batch_size, grad)
+        columns.update({i: group[:, c] for c, i in enumerate(indices)})
+    out, i = [], 0
+    for group in verbalizer.words:
+        out.append(torch.logsumexp(torch.stack([columns[i + j] for j in range(len(group))], dim=1), dim=1))
+        i += len(group)
+    return torch.stack(out, dim=1)
 
 
 def label_scores(logits_fn: LogitsFn, tokenizer: Tokenizer, template: Template, verbalizer: Verbalizer,
                  examples: list[dict[str, str]], causal: bool, max_len: int, length_normalized: bool = False,
                  prefix_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 32) -> Tensor:
-    """s(y) = log sum_{w in v(y)} exp s(w) for each example (N, C). prefix_ids: per-example ids placed before
-    the prompt (few-shot demonstrations), counted against max_len before the fields are cut."""
-    flat = [w for group in verbalizer.words for w in group]
-    owner = [y for y, group in enumerate(verbalizer.words) for _ in group]
-    by_length: dict[int, list[int]] = {}
-    for i, w in enumerate(flat):
-        by_length.setdefault(len(w), []).append(i)
-    scores = torch.full((len(examples), len(flat)), float("-inf"))
-    for k, indices in by_length.items():  # masked models need k [MASK] for a k-token word
-        prompts = []
-        for n, values in enumerate(examples):
-            prefix = list(prefix_ids[n]) if prefix_ids is not None else []
-            r = template.render(tokenizer, values, max_len - len(prefix), slot_tokens=k, add_special=not causal)
-            if causal:
-                prompts.append(Rendered(prefix + r.ids, len(prefix) + r.slot))
-            else:  # demonstrations go after [CLS]
-                prompts.append(Rendered(r.ids[:1] + prefix + r.ids[1:], len(prefix) + r.slot))
-        scores[:, indices] = word_scores(logits_fn, prompts, [flat[i] for i in indices], causal, length_normalized, batch_size)
-    out = torch.stack([torch.logsumexp(scores[:, [i for i, o in enumerate(owner) if o == y]], dim=1)
-                       for y in range(len(verbalizer.words))], dim=1)
-    return out
+    """s(y) for each example (N, C) with `template`; prefix_ids: per-example ids placed before the prompt
+    (few-shot demonstrations), counted against max_len before the fields are cut."""
+
+    def render(n: int, k: int) -> Rendered:
+        prefix = list(prefix_ids[n]) if prefix_ids is not None else []
+        r = template.render(tokenizer, examples[n], max_len - len(prefix), slot_tokens=k, add_special=not causal)
+        if causal:
+            return Rendered(prefix + r.ids, len(prefix) + r.slot)
+        return Rendered(r.ids[:1] + prefix + r.ids[1:], len(prefix) + r.slot)  # demonstrations go after [CLS]
+
+    return verbalizer_scores(logits_fn, render, len(examples), verbalizer, causal, length_normalized, batch_size)
 
 
 def calibrate(scores: Tensor, content_free_scores: Tensor) -> Tensor:

@@ -323,3 +323,19 @@ def test_classify_from_a_missing_tuned_folder(capsys, tmp_path):
 
 def test_classify_a_split_the_task_does_not_have(capsys, tuned, task_dir):
     fails(capsys, ["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "test"], "no test split", "test.tsv")
+
+
+def test_tune_with_a_template_trains_through_the_label_words_at_its_slot(tmp_path, base_run, task_dir, capsys):
+    out = tmp_path / "t"
+    argv = tune(tmp_path, base_run, task_dir, "prompt", "--prompt-len", "2", "--template", "{text} So the mood is", *FAST)
+    assert train.main(argv) == 0
+    meta = json.loads((out / "tuned.json").read_text())
+    assert meta["readout"]["kind"] == "template" and meta["readout"]["template"] == "{text} So the mood is"
+    capsys.readouterr()
+    assert train.main(["classify", "--from", str(out), "--text", "O happy day"]) == 0
+    assert "p(0)=" in capsys.readouterr().out
+
+
+def test_a_template_with_a_head_or_without_the_text_field(capsys, tmp_path, base_run, task_dir):
+    fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--readout", "head", "--template", "{text} is"), "--template")
+    fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--template", "no field here"), "no field")

@@ -20,7 +20,7 @@ from minilm.model import Transformer
 from minilm.tokenizer import Tokenizer
 from minilm.tuning.bitfit import BitFit
 from minilm.tuning.freeze import FullFineTuning, LayerFreezing
-from minilm.tuning.heads import ClassificationHead, Verbalizer
+from minilm.tuning.heads import ClassificationHead, TemplateVerbalizer, Verbalizer
 from minilm.tuning.lora import LoRA
 from minilm.tuning.method import TuningMethod
 from minilm.tuning.mixed import TaskBank
@@ -56,5 +56,5 @@ def build_method(name: str, base: Transformer, tokenizer: Tokenizer | None = Non
 
 __all__ = [
     "DEFAULT_LR", "METHODS", "BitFit", "ClassificationHead", "FullFineTuning", "LayerFreezing", "LoRA", "PrefixTuning", "PromptEncoder",
-    "SoftPrompt", "TaskBank", "TunedModel", "TuningMethod", "Verbalizer", "build_method", "weights_sha256",
+    "SoftPrompt", "TaskBank", "TemplateVerbalizer", "TunedModel", "TuningMethod", "Verbalizer", "build_method", "weights_sha256",
 ]

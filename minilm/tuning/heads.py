@@ -125,3 +125,79 @@ class Verbalizer(nn.Module):
                     word = torch.tensor(self.label_token_ids[y], device=ids.device)
                     out[:, y] = logp[:, torch.arange(k, device=ids.device), word].sum(dim=1)
         return out
+
+
+class TemplateVerbalizer(nn.Module):
+    """PET-style readout: the text inside a template, each label's words scored at the template's answer slot.
+
+        s(y) = log sum_{w in v(y)} exp s(w),   s(w) as in minilm/prompting.py, on [soft prompt; prompt(x)]
+
+    No new parameters: prompt-based fine-tuning trains the method's parameters through the LM head.
+    Built from token ids (`from_template` tokenizes), so a saved model reloads without a tokenizer.
+    """
+
+    kind = "template"
+
+    def __init__(self, template: str, before: list[int], after: list[int], tail: list[int], text_prefix: str,
+                 words: list[list[list[int]]], length_normalized: bool = False) -> None:
+        super().__init__()
+        from minilm.prompting import Verbalizer as Words
+
+        self.template, self.before, self.after, self.tail = template, list(before), list(after), list(tail)
+        self.text_prefix, self.length_normalized = text_prefix, length_normalized
+        self.words = Words(tuple(tuple(tuple(w) for w in group) for group in words))
+        self.n_classes = len(words)
+
+    @classmethod
+    def from_template(cls, tokenizer: Tokenizer, template: str, label_words: list, length_normalized: bool = False) -> TemplateVerbalizer:
+        """template with one field {text} and an answer slot ([MASK], or the end); label_words: a word or a list per label."""
+        from minilm.prompting import Template, Verbalizer as Words
+
+        t = Template(template)
+        if t.fields != ["text"]:
+            raise ValueError(f"a tuning template has exactly one field, {{text}}; {template!r} has {t.fields}")
+        sections: list[list[int]] = [[], [], []]  # before the text, between the text and the slot, after the slot
+        part, text_prefix = 0, ""
+        for kind, value in t.pieces():
+            if kind == "literal":
+                sections[part] += tokenizer.encode(value)
+            elif kind == "field":
+                text_prefix, part = (" " if value.startswith(" ") else ""), max(part, 1)
+            else:
+                part = 2
+        words = Words.from_words(tokenizer, label_words).words
+        return cls(template, *sections, text_prefix, [[list(w) for w in group] for group in words], length_normalized)
+
+    def metadata(self) -> dict:
+        return {"template": self.template, "before": self.before, "after": self.after, "tail": self.tail,
+                "text_prefix": self.text_prefix, "words": [[list(w) for w in group] for group in self.words.words],
+                "length_normalized": self.length_normalized}
+
+    def extra_tokens(self, causal: bool) -> int:
+        longest = max(len(w) for group in self.words.words for w in group)
+        fixed = len(self.before) + len(self.after) + len(self.tail)
+        return fixed + (longest - 1 if causal else longest + 2)
+
+    def scores(self, model: TunedModel, ids: Tensor, mask: Tensor) -> Tensor:
+        from minilm.prompting import Rendered, verbalizer_scores
+
+        causal = model.base.config.causal
+        if causal and self.tail:
+            raise ValueError(f"template {self.template!r} has text after its answer slot, which a causal model cannot see: "
+                             "end the template at the slot")
+        rows = [ids[b][mask[b].bool()].tolist() for b in range(ids.size(0))]
+        n_soft = model.method.prompt_length
+
+        def render(b: int, k: int) -> Rendered:
+            body = self.before + rows[b] + self.after
+            if causal:
+                return Rendered(body, len(body))
+            return Rendered([CLS_ID, *body, *[MASK_ID] * k, *self.tail, SEP_ID], 1 + len(body))
+
+        def logits_fn(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+            h, _ = model.hidden_states(input_ids.to(ids.device), attention_mask.to(ids.device))
+            return model.lm_logits(h[:, n_soft:])
+
+        n_words = sum(len(group) for group in self.words.words)
+        return verbalizer_scores(logits_fn, render, ids.size(0), self.words, causal, self.length_normalized,
+                                 batch_size=ids.size(0) * n_words, grad=torch.is_grad_enabled()).to(ids.device)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from minilm.checkpoint import atomic_write
 from minilm.model import Transformer
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.heads import ClassificationHead, Verbalizer
+from minilm.tuning.heads import ClassificationHead, TemplateVerbalizer, Verbalizer
 from minilm.tuning.method import TuningMethod, count, trainable_parameters
 
 FORMAT = 1
@@ -46,7 +46,7 @@ def weights_sha256(model: nn.Module) -> str:
 class TunedModel(nn.Module):
     """base + method + readout. `method.setup(base)` decides what trains; the readout's parameters always train."""
 
-    def __init__(self, base: Transformer, method: TuningMethod, readout: ClassificationHead | Verbalizer,
+    def __init__(self, base: Transformer, method: TuningMethod, readout: ClassificationHead | Verbalizer | TemplateVerbalizer,
                  labels: list[str] | None = None, base_sha256: str | None = None) -> None:
         super().__init__()
         self.base_sha256 = base_sha256 or weights_sha256(base)
@@ -94,7 +94,8 @@ class TunedModel(nn.Module):
         limit = self.max_text_tokens()
         if limit < 1:
             raise ValueError(f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}; use a shorter prompt")
-        batch = tokenizer.encode_batch(texts, max_length=limit)
+        prefix = getattr(self.readout, "text_prefix", "")  # a template's space before {text} belongs to the text's first token
+        batch = tokenizer.encode_batch([prefix + t.strip() for t in texts] if prefix else texts, max_length=limit)
         device = self.base.tok_emb.weight.device
         return {k: v.to(device) for k, v in batch.items()}
 
@@ -122,6 +123,8 @@ class TunedModel(nn.Module):
         readout: dict[str, Any] = {"kind": self.readout.kind, "n_classes": self.readout.n_classes}
         if isinstance(self.readout, Verbalizer):
             readout["label_token_ids"] = self.readout.label_token_ids
+        elif isinstance(self.readout, TemplateVerbalizer):
+            readout.update(self.readout.metadata())
         return {"format": FORMAT, "method": self.method.name, "hyperparameters": self.method.hyperparameters(),
                 "readout": readout, "labels": self.labels, "base_weights_sha256": self.base_sha256,
                 "base_config": self.base.config.to_dict(), "counts": self.counts()}
@@ -160,8 +163,13 @@ class TunedModel(nn.Module):
         if "init" in hp:
             method.init = meta["hyperparameters"]["init"]
         r = meta["readout"]
-        readout = (Verbalizer(r["label_token_ids"]) if r["kind"] == "verbalizer"
-                   else ClassificationHead(base.config.d_model, r["n_classes"]))
+        if r["kind"] == "verbalizer":
+            readout = Verbalizer(r["label_token_ids"])
+        elif r["kind"] == "template":
+            readout = TemplateVerbalizer(r["template"], r["before"], r["after"], r["tail"], r["text_prefix"], r["words"],
+                                         r["length_normalized"])
+        else:
+            readout = ClassificationHead(base.config.d_model, r["n_classes"])
         model = cls(base, method, readout, meta["labels"], base_sha256=actual)
         method.fold()
         model.to(base.tok_emb.weight.device)
