@@ -180,6 +180,22 @@ def build_parser() -> Parser:
 
     add_tune_parser(sub)
 
+    p = sub.add_parser("compare", help="compare zero-shot, few-shot and every tuning method on one base and task")
+    p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained run")
+    p.add_argument("--task", required=True, metavar="DIR", help="task folder (train/dev[/test], task.json with label words)")
+    p.add_argument("--out", metavar="DIR", help="where results.md and results.json go (default: runs/compare-<task>)")
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds of the tuned runs (default: 0 1 2)")
+    p.add_argument("--max-steps", type=positive_int, default=300, help="tuning steps per run (default: 300)")
+    p.add_argument("--eval-every", type=positive_int, default=50, help="dev evaluations for early stopping (default: 50)")
+    p.add_argument("--shots", type=positive_int, default=4, help="few-shot demonstrations per label (default: 4)")
+    p.add_argument("--readouts", nargs="+", choices=["verbalizer", "head"], default=["verbalizer", "head"],
+                   help="readouts of the tuned methods (default: both)")
+    p.add_argument("--methods", nargs="+", choices=list(TUNE_METHODS), default=None, help="tuned methods to run (default: all)")
+    p.add_argument("--template", metavar="TEXT", help='default: "{text} It was" (causal) or "{text} It was [MASK]." (masked)')
+    p.add_argument("--quick", action="store_true", help="a smoke run: one seed, 4 steps, 32 dev examples (for tests)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="bf16 autocast or fp32 (default: auto)")
+
     p = sub.add_parser("instruct", help="instruction-tune a causal run on {instruction, input, output} JSONL, then answer")
     p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained causal run to start from")
     p.add_argument("--data", default=str(ROOT / "data" / "instructions"), metavar="DIR",
@@ -593,6 +609,41 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from minilm.compare import CompareConfig, compare, write_results
+    from minilm.tasks import load_task
+    from minilm.trainer import format_duration
+
+    task = load_task(a.task)
+    device = resolve_device(a.device)
+    precision = resolve_precision(a.precision, device)
+    base, tokenizer, _ = load_run(a.base, "best", device)
+    weights = {k: v.clone() for k, v in base.state_dict().items()}
+
+    def load_base():
+        from minilm import Transformer
+
+        fresh = Transformer(base.config)
+        fresh.load_state_dict(weights)
+        return fresh.to(device)
+
+    quick = dict(seeds=(0,), max_steps=4, eval_every=2, patience=0, batch_size=4, shots=1, max_eval_examples=32) if a.quick else {}
+    config = CompareConfig(**{"seeds": tuple(a.seeds), "max_steps": a.max_steps, "eval_every": a.eval_every, "shots": a.shots,
+                              "readouts": tuple(a.readouts), "template": a.template, "precision": precision, "device": device,
+                              **({"methods": tuple(a.methods)} if a.methods else {}), **quick})
+    out = Path(a.out) if a.out else ROOT / "runs" / f"compare-{task.name}"
+    start = time.perf_counter()
+    print(f"compare on {a.base} ({'causal' if base.config.causal else 'masked'}, {base.num_parameters():,} parameters), task "
+          f"{task.name}: seeds {list(config.seeds)}, {config.max_steps} steps per tuned run, {precision}")
+    rows = compare(load_base, tokenizer, task, config)
+    header = (f"`python train.py compare --base {a.base} --task {a.task}{' --quick' if a.quick else ''}`: {len(rows)} rows in "
+              f"{format_duration(time.perf_counter() - start)}, seeds {list(config.seeds)}, {precision}, torch {__import__('torch').__version__}")
+    table = write_results(rows, "test" in task.splits, out, header)
+    print(table)
+    print(f"written to {out / 'results.md'} and results.json")
+    return 0
+
+
 def cmd_instruct(a: argparse.Namespace) -> int:
     """Full fine-tuning with L = L_LM + alpha L_align (objectives.instruction_loss), then answers."""
     import shutil
@@ -1002,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["pretrain", *argv]  # `python train.py [flags]` means pretrain
     args = parser.parse_args(argv)
     commands = {"generate": cmd_generate, "fill-mask": cmd_fill_mask, "eval": cmd_eval, "plot": cmd_plot, "classify": cmd_classify,
-                "instruct": cmd_instruct}
+                "instruct": cmd_instruct, "compare": cmd_compare}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

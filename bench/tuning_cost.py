@@ -57,30 +57,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from minilm import ModelConfig, Transformer
+from minilm.memory import cpu_peak_bytes, tensor_bytes
 from minilm.tokenizer import NUM_SPECIAL_TOKENS
 from minilm.tuning import METHODS, ClassificationHead, TunedModel, Verbalizer, build_method
 
 MiB = 1 << 20
-
-
-def cpu_peak_bytes(fn) -> int:
-    """Run fn() under the profiler; the maximum running sum of CPU allocation (+) and free (-) bytes."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    results = getattr(prof.profiler, "kineto_results", None)
-    if results is not None:  # raw events: one per allocation or free, with its own timestamp
-        deltas = [(e.start_ns(), e.nbytes()) for e in results.events()
-                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    else:  # older profilers: the same events through the FunctionEvent list
-        deltas = [(e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_memory_usage]
-    level = peak = 0
-    for _, nbytes in sorted(deltas, key=lambda d: d[0]):
-        level += nbytes
-        peak = max(peak, level)
-    return peak
 
 
 def check_cpu_peak() -> float:
@@ -93,16 +76,6 @@ def check_cpu_peak() -> float:
         del b, c
 
     return cpu_peak_bytes(known) / MiB
-
-
-def tensor_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors` (a tied tensor counts once)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
 
 
 def parse_freeze(text: str) -> dict[str, Any]:

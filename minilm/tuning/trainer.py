@@ -120,6 +120,8 @@ class TuneTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.order, self.position = torch.randperm(len(self.train_examples), generator=self.generator), 0
         self.step, self.best, self.evals_since_best, self.examples_seen = 0, -math.inf, 0, 0
+        self.train_seconds = 0.0
+        """Time spent in training steps (evaluations and checkpoints excluded), this process only."""
         if resume:
             self._load_state()
 
@@ -163,7 +165,9 @@ class TuneTrainer:
         while self.step < cfg.max_steps and not stopped_early:
             if stop_at is not None and self.step >= stop_at:
                 return {"step": self.step, "interrupted": True}
+            step_start = time.perf_counter()
             losses.append(self.train_step())
+            self.train_seconds += time.perf_counter() - step_start
             if self.step % cfg.log_every == 0 or self.step == 1:
                 elapsed = time.perf_counter() - start
                 per_step = elapsed / (self.step - start_step)
