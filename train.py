@@ -636,7 +636,14 @@ def cmd_compare(a: argparse.Namespace) -> int:
     print(f"compare on {a.base} ({'causal' if base.config.causal else 'masked'}, {base.num_parameters():,} parameters), task "
           f"{task.name}: seeds {list(config.seeds)}, {config.max_steps} steps per tuned run, {precision}")
     rows = compare(load_base, tokenizer, task, config)
-    header = (f"`python train.py compare --base {a.base} --task {a.task}{' --quick' if a.quick else ''}`: {len(rows)} rows in "
+    flags = [f"--base {a.base}", f"--task {a.task}"] + ([f"--out {a.out}"] if a.out else [])
+    flags += [f"--seeds {' '.join(map(str, a.seeds))}"] if a.seeds != [0, 1, 2] else []
+    flags += [f"--max-steps {a.max_steps}"] if a.max_steps != 300 else []
+    flags += [f"--readouts {' '.join(a.readouts)}"] if a.readouts != ["verbalizer", "head"] else []
+    flags += [f"--methods {' '.join(a.methods)}"] if a.methods else []
+    flags += [f"--template {json.dumps(a.template)}"] if a.template else []
+    flags += ["--quick"] if a.quick else []
+    header = (f"`python train.py compare {' '.join(flags)}`: {len(rows)} rows in "
               f"{format_duration(time.perf_counter() - start)}, seeds {list(config.seeds)}, {precision}, torch {__import__('torch').__version__}")
     table = write_results(rows, "test" in task.splits, out, header)
     print(table)

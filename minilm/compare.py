@@ -165,21 +165,22 @@ def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Ta
         if method not in config.methods:
             continue
         for readout_kind in config.readouts:
-            row = None
-            for seed in config.seeds:
+
+            def fresh(seed: int) -> TunedModel:
                 base = load_base()
                 readout = (TemplateVerbalizer.from_template(tokenizer, template, [[w] for w in words]) if readout_kind == "verbalizer"
                            else ClassificationHead(base.config.d_model, len(task.labels), seed=seed))
                 seeded = {**hp, "seed": seed} if method in ("prompt", "prompt-encoder", "prefix", "lora") else hp
-                model = TunedModel(base, build_method(method, base, tokenizer, **seeded), readout, task.labels)
-                if row is None:
-                    counts = model.counts()
+                return TunedModel(base, build_method(method, base, tokenizer, **seeded), readout, task.labels)
+
+            row = None
+            for seed in config.seeds:
+                if row is None:  # the first seed also measures memory, on a model of its own (the probe takes steps)
+                    probe = fresh(seed)
+                    counts = probe.counts()
                     row = Row(name, readout_kind, counts["tuned"], counts["base"])
-                    row.peak_mib = step_memory_mib(model, tokenizer, task, config)
-                    base = load_base()  # the memory probe took optimiser steps: start the seed-0 run afresh
-                    readout = (TemplateVerbalizer.from_template(tokenizer, template, [[w] for w in words]) if readout_kind == "verbalizer"
-                               else ClassificationHead(base.config.d_model, len(task.labels), seed=seed))
-                    model = TunedModel(base, build_method(method, base, tokenizer, **seeded), readout, task.labels)
+                    row.peak_mib = step_memory_mib(probe, tokenizer, task, config)
+                model = fresh(seed)
                 tune_config = TuneConfig(lr=DEFAULT_LR[method], max_steps=config.max_steps, eval_every=config.eval_every,
                                          patience=config.patience, batch_size=config.batch_size, seed=seed, device=config.device,
                                          precision=config.precision, max_eval_examples=config.max_eval_examples)

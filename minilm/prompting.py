@@ -63,10 +63,6 @@ class Template:
     def fields(self) -> list[str]:
         return FIELD.findall(self.text)
 
-    @property
-    def slot_at_end(self) -> bool:
-        return SLOT not in self.text or not self.text.split(SLOT)[1].strip()
-
     def pieces(self) -> list[tuple[str, str]]:
         """The template as ("literal", text) / ("field", name) / ("slot", "") pieces, spaces before fields moved onto them."""
         out: list[tuple[str, str]] = []
@@ -98,8 +94,9 @@ class Template:
         missing = [f for f in self.fields if f not in values]
         if missing:
             raise ValueError(f"template {self.text!r} needs the field(s) {', '.join(missing)}; the example has {', '.join(values) or 'none'}")
+        pieces = self.pieces()
         parts: list[tuple[str, list[int]]] = []
-        for kind, value in self.pieces():
+        for kind, value in pieces:
             if kind == "literal":
                 parts.append(("literal", tokenizer.encode(value)))
             elif kind == "field":
@@ -109,7 +106,7 @@ class Template:
                 parts.append(("slot", [MASK_ID] * slot_tokens if add_special else []))
         fixed = sum(len(ids) for kind, ids in parts if kind != "field") + (2 if add_special else 0)
         fixed += 0 if add_special else slot_tokens  # a causal answer follows the prompt and needs room too
-        names = [value.strip() for kind, value in self.pieces() if kind == "field"]
+        names = [value.strip() for kind, value in pieces if kind == "field"]
         cuttable = [cut is None or name in cut for name in names]
         lengths = [len(ids) for kind, ids in parts if kind == "field"]
         fixed += sum(n for n, ok in zip(lengths, cuttable) if not ok)
