@@ -11,7 +11,6 @@ the instruction, the prompt's literal text and the whole output are kept.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ import torch
 from torch import Tensor
 
 from minilm.prompting import Template
-from minilm.tokenizer import EOS_ID, PAD_ID, Tokenizer, read_utf8_lines
+from minilm.tasks import read_jsonl
+from minilm.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
 PROMPT = Template("Instruction: {instruction}\nInput: {input}\nOutput:")
 FIELDS = ("instruction", "input", "output")
@@ -36,13 +36,7 @@ def load_instructions(path: str | os.PathLike[str]) -> list[Instruction]:
     """Read a JSONL file of {"instruction", "input", "output"} objects; problems name the file and line."""
     path = os.fspath(path)
     examples = []
-    for lineno, line in enumerate(read_utf8_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one object per line") from None
+    for lineno, record in read_jsonl(path):
         if not isinstance(record, dict) or any(not isinstance(record.get(k), str) for k in FIELDS):
             raise ValueError(f"{path} line {lineno}: each line needs string fields instruction, input and output")
         if not record["instruction"].strip() or not record["output"].strip():

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from minilm.tokenizer import read_utf8_lines
 
@@ -52,17 +54,22 @@ class Task:
         return {label: counts.get(i, 0) for i, label in enumerate(self.labels)}
 
 
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSONL file; bad JSON is an error naming the line."""
+    for lineno, line in enumerate(read_utf8_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{os.fspath(path)} line {lineno} is not valid JSON ({e.msg}): write one object per line") from None
+
+
 def _read_rows(path: Path) -> list[tuple[int, str, str]]:
     """(line number, text, label) of every row of a TSV or JSONL file."""
     rows: list[tuple[int, str, str]] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(read_utf8_lines(path), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one object per line") from None
+        for lineno, record in read_jsonl(path):
             if not isinstance(record, dict):
                 raise ValueError(f"{path} line {lineno}: expected a JSON object with a text and a label")
             text_key = next((k for k in TEXT_FIELDS if k in record), None)

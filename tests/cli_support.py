@@ -23,3 +23,14 @@ def fails(capsys, argv: list[str], *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in err, err
     return err
+
+
+def pretrain_tiny(tmp_path_factory, context: int = 32, chars: int = 30_000) -> Path:
+    """A 1-layer, 32-wide causal run pretrained for a few steps on the head of the Shakespeare text."""
+    text = tmp_path_factory.mktemp("data") / "shakespeare_head.txt"
+    text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
+    out = tmp_path_factory.mktemp("runs") / "causal"
+    flags = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", str(context), "--batch-size", "8",
+             "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
+    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *flags]) == 0
+    return out

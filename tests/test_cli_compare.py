@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import fails, train
+from cli_support import fails, pretrain_tiny, train
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "96", "--batch-size", "8",
-        "--max-steps", "4", "--eval-every", "4", "--eval-windows", "4", "--log-every", "2", "--warmup-steps", "1"]
 MERRY = ["O happy day, my heart is merry", "Sweet love doth fill my soul with joy", "What a gentle and a gracious lord",
          "Good friends, rejoice, for peace is come"]
 SAD = ["Alas, my heart is heavy with grief", "Foul murder stalks the night", "O wretched day, curse on thee",
@@ -19,11 +16,7 @@ SAD = ["Alas, my heart is heavy with grief", "Foul murder stalks the night", "O 
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
-    text = tmp_path_factory.mktemp("data") / "head.txt"
-    text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000], encoding="utf-8")
-    out = tmp_path_factory.mktemp("runs") / "causal"
-    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *TINY]) == 0
-    return out
+    return pretrain_tiny(tmp_path_factory, context=96, chars=20000)
 
 
 def write_task(folder: Path, words: bool = True) -> Path:

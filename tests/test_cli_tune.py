@@ -14,11 +14,8 @@ from minilm import ModelConfig
 from minilm.model import parameter_count
 from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
 
-ROOT = Path(__file__).resolve().parents[1]
-from cli_support import fails, train  # noqa: E402  (train.py is a script at the repository root)
+from cli_support import fails, pretrain_tiny, train  # noqa: E402  (train.py is a script at the repository root)
 
-TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
-        "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
 FAST = ["--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1", "--device", "cpu"]
 METHOD_FLAGS = {
     "prompt": ["--prompt-len", "4"], "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
@@ -53,11 +50,7 @@ def write_task(folder: Path, label_words: dict[str, str] | None = None, test: bo
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
-    text = tmp_path_factory.mktemp("data") / "shakespeare_head.txt"
-    text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:30_000], encoding="utf-8")
-    out = tmp_path_factory.mktemp("runs") / "causal"
-    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *TINY]) == 0
-    return out
+    return pretrain_tiny(tmp_path_factory, context=32, chars=30000)
 
 
 @pytest.fixture(scope="module")
