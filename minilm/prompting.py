@@ -175,20 +175,28 @@ def word_scores(logits_fn: LogitsFn, prompts: list[Rendered], words: list[tuple[
                     raise ValueError(f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
                                      "render it with slot_tokens = the word's length")
                 items.append((prompt.ids, [(prompt.slot + j, t) for j, t in enumerate(word)]))
-    scores = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start: start + batch_size]
-        T = max(len(ids) for ids, _ in chunk)
+    # one forward pass per distinct sequence: a causal prompt with every one-token word, or a masked prompt with
+    # every k-token word, is the same sequence for all those words
+    sequences: dict[tuple[int, ...], int] = {}
+    for ids, _ in items:
+        sequences.setdefault(tuple(ids), len(sequences))
+    order = list(sequences)
+    scores: list[Tensor | None] = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        T = max(len(ids) for ids in chunk)
         input_ids = torch.full((len(chunk), T), PAD_ID, dtype=torch.long)
         mask = torch.zeros(len(chunk), T, dtype=torch.long)
-        for row, (ids, _) in enumerate(chunk):
+        for row, ids in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             mask[row, : len(ids)] = 1
         with torch.set_grad_enabled(grad):
             logp = F.log_softmax(logits_fn(input_ids, mask).float(), dim=-1)
-            for row, (_, pairs) in enumerate(chunk):
-                score = torch.stack([logp[row, pos, tok] for pos, tok in pairs]).sum()
-                scores.append(score / len(pairs) if length_normalized else score)
+            for i, (ids, pairs) in enumerate(items):
+                row = sequences[tuple(ids)] - start
+                if 0 <= row < len(chunk):
+                    score = torch.stack([logp[row, pos, tok] for pos, tok in pairs]).sum()
+                    scores[i] = score / len(pairs) if length_normalized else score
     return torch.stack(scores).view(len(prompts), len(words))
 
 
