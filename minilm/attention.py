@@ -20,12 +20,14 @@ prefix is visible to every query. `key_mask` (B, T_k) is True at keys that may b
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minilm.config import ModelConfig
+from minilm.kernels import triton_unsupported
 from minilm.kv_cache import LayerCache
 
 
@@ -82,14 +84,31 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tens
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
-BACKENDS = {"math": math_attention, "sdpa": sdpa_attention}
+def triton_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None, dropout_p: float) -> Tensor:
+    """The `triton` backend: minilm's own FlashAttention kernel (minilm/kernels/flash_attention.py, docs/kernels.md).
+
+    It reads the causal shift T_k - T_q and the key mask as per-sequence numbers instead of a T_q x T_k mask tensor, so
+    a prefix with causality and padding costs it nothing extra. A call it cannot take (no CUDA, head dim, dtype,
+    dropout: minilm.kernels.triton_unsupported) runs on `sdpa` instead, with a warning once per reason.
+    """
+    reason = triton_unsupported(q, k, dropout_p)
+    if reason is not None:
+        warnings.warn(f"triton attention: {reason}; these calls use sdpa", RuntimeWarning, stacklevel=3)
+        return sdpa_attention(q, k, v, causal, key_mask, dropout_p)
+    from minilm.kernels.flash_attention import flash_attention
+
+    return flash_attention(q, k, v, causal, key_mask)
 
 
-def resolve_backend(name: str) -> str:
-    """The backend `name` stands for. `auto` is `sdpa` on CUDA (fused kernels) and on CPU, where
-    bench/attention.py measured it 1.4-2x faster than `math` on causal attention (docs/performance.md)."""
+BACKENDS = {"math": math_attention, "sdpa": sdpa_attention, "triton": triton_attention}
+
+
+def resolve_backend(name: str, q: Tensor, k: Tensor, dropout_p: float) -> str:
+    """The backend `name` stands for in this call. `auto` is `triton` on CUDA when Triton is installed and the kernel
+    takes the call, otherwise `sdpa` (PyTorch's fused kernels; on CPU bench/attention.py measured it 1.4-2x faster
+    than `math` on causal attention, docs/performance.md)."""
     if name == "auto":
-        return "sdpa"
+        return "triton" if q.is_cuda and triton_unsupported(q, k, dropout_p) is None else "sdpa"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: use one of auto, {', '.join(BACKENDS)}")
     return name
@@ -111,7 +130,7 @@ def attention(
             f"key_mask must be a bool tensor of shape (batch, n_keys) = {(k.size(0), k.size(-2))}, "
             f"got {key_mask.dtype} {tuple(key_mask.shape)}"
         )
-    return BACKENDS[resolve_backend(backend)](q, k, v, causal, key_mask, dropout_p)
+    return BACKENDS[resolve_backend(backend, q, k, dropout_p)](q, k, v, causal, key_mask, dropout_p)
 
 
 class MultiHeadAttention(nn.Module):

@@ -10,7 +10,7 @@ from typing import Any
 
 from minilm.checkpoint import atomic_write
 
-ATTENTION_BACKENDS = ("auto", "math", "sdpa")
+ATTENTION_BACKENDS = ("auto", "math", "sdpa", "triton")
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class ModelConfig:
     dropout      dropout probability on embeddings, attention probabilities and residual branches
     causal       True: each token sees only earlier tokens (causal LM);
                  False: every token sees every token (masked LM)
-    attention    "math" (the readable reference), "sdpa" (PyTorch's fused kernels)
-                 or "auto" (sdpa: it is the faster one on CPU and on CUDA, see docs/performance.md)
+    attention    "math" (the readable reference), "sdpa" (PyTorch's fused kernels), "triton" (minilm's own
+                 FlashAttention kernel, CUDA) or "auto" (triton on CUDA when installed, else sdpa; docs/kernels.md)
     """
 
     vocab_size: int = 8192

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton's interpreter runs the FlashAttention kernel on CPU tensors (tests/test_flash_attention.py); it must be
+    # switched on before Triton is imported, and minilm imports Triton only when the kernel first runs.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from minilm import ModelConfig, Tokenizer, Transformer
 

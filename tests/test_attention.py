@@ -9,7 +9,7 @@ from minilm.attention import BACKENDS, MultiHeadAttention, attention, attention_
 from conftest import tiny_config
 
 
-def random_qkv(B=2, h=3, T_q=7, T_k=7, d_k=8, seed=0, requires_grad=False):
+def random_qkv(B=2, h=3, T_q=7, T_k=7, d_k=16, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, h, T_q, d_k, generator=g)
     k = torch.randn(B, h, T_k, d_k, generator=g)
@@ -51,7 +51,7 @@ def test_math_and_sdpa_agree_forward_and_backward(causal, padding, extra_keys, d
     T = 6
     q, k, v = (t.to(device).requires_grad_(True) for t in random_qkv(T_q=T, T_k=T + extra_keys))
     key_mask = padding_key_mask(2, T + extra_keys, n_pad=2).to(device) if padding else None
-    g_out = torch.randn(2, 3, T, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    g_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(device)
     results = {}
     for backend in ("math", "sdpa"):
         out = attention(q, k, v, causal, key_mask, 0.0, backend)
@@ -113,8 +113,8 @@ def test_masked_keys_get_exactly_zero_weight():
 def test_identical_keys_give_the_mean_of_the_values():
     """softmax of equal scores is uniform, so the output is the average value vector."""
     q, _, v = random_qkv(B=1, h=1, T_q=2, T_k=4)
-    k = torch.ones(1, 1, 4, 8)
-    torch.testing.assert_close(scaled_dot_product_attention(q, k, v), v.mean(dim=2, keepdim=True).expand(1, 1, 2, 8))
+    k = torch.ones(1, 1, 4, 16)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v), v.mean(dim=2, keepdim=True).expand(1, 1, 2, 16))
 
 
 def test_scores_are_scaled_by_sqrt_of_head_dim():
@@ -168,9 +168,9 @@ def test_multi_head_attention_is_concat_of_heads_times_W_o():
     torch.testing.assert_close(mha(x), expected)
 
 
-def test_auto_backend_is_sdpa_and_unknown_backend_is_a_clear_error():
-    assert resolve_backend("auto") == "sdpa"
+def test_auto_backend_is_sdpa_on_cpu_and_unknown_backend_is_a_clear_error():
     q, k, v = random_qkv()
+    assert resolve_backend("auto", q, k, 0.0) == "sdpa"
     with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
         attention(q, k, v, True, None, 0.0, "flash")
 
