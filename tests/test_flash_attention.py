@@ -7,6 +7,10 @@ make every sequence here span several tiles and end in a partial one.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -23,12 +27,13 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 pytestmark = pytest.mark.skipif(not (CUDA or interpreting()), reason="needs CUDA or TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not CUDA, reason="compiled kernels need a CUDA GPU")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def kernel(q, k, v, causal, key_mask=None, block=16):
     from minilm.kernels.flash_attention import flash_attention
 
-    return flash_attention(q, k, v, causal, key_mask, block_m=block, block_n=block)
+    return flash_attention(q, k, v, causal, key_mask, block=block)
 
 
 def random_qkv(B=2, h=2, T_q=37, P=0, d_k=32, dtype=torch.float32, seed=0):
@@ -76,6 +81,22 @@ def test_forward_and_all_gradients_match_math(causal, P, padding):
     _, _, dk, dv = assert_matches_math(q, k, v, causal, key_mask_for(padding, 2, P + 37, P))
     if P:  # prefix tuning trains these: the first P keys' and values' gradients are real numbers, not zeros
         assert dk[:, :, :P].abs().sum() > 0 and dv[:, :, :P].abs().sum() > 0
+
+
+def test_the_half_precision_default_tiles_match_math():
+    """The GPU defaults give each kernel its own tile shape (forward 128 x 64, dK/dV 32 x 64, dQ 64 x 64); run with
+    exactly those shapes (on fp32 data) so the tile-skipping starts hold when BLOCK_M != BLOCK_N."""
+    from minilm.kernels.flash_attention import FlashAttention, default_tiles
+
+    q, k, v = random_qkv(T_q=150, P=7)
+    key_mask = key_mask_for("holes", 2, 157, 7)
+    tiles = default_tiles(torch.float16)
+    assert len({t[:2] for t in tiles}) == 3
+    dout = torch.randn(q.shape, generator=torch.Generator(device=DEVICE).manual_seed(1), device=DEVICE)
+    ours = outputs_and_grads(lambda *a: FlashAttention.apply(*a, tiles), q, k, v, True, key_mask, dout)
+    reference = outputs_and_grads(lambda *a: math_attention(*a, 0.0), q, k, v, True, key_mask, dout)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_causal_diagonal_is_shifted_by_the_prefix_in_the_kernel():
@@ -196,3 +217,15 @@ def test_prefix_tuning_training_step_through_triton_equals_math(causal):
     for name, index in (("gradients", 1), ("updated parameters", 2)):
         for a, b in zip(results["triton"][index], results["math"][index]):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_kernels_compile_for_sm90_with_the_default_tiles_without_spilling_registers():
+    """What the interpreter cannot check: Triton's compiler (no GPU needed) builds every kernel for an H100/H200, and
+    with the default fp16 tiles no kernel spills registers to local memory (bench/kernel_resources.py)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "bench/kernel_resources.py", "--dtypes", "fp16", "--head-dims", "64"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith("| fp16 | 64 |")]
+    assert [row[3].strip() for row in rows] == ["forward", "dk_dv", "dq"]
+    assert all(row[6].strip() == "0" for row in rows), run.stdout

@@ -152,7 +152,7 @@ def _dk_dv_kernel(
     # Tile skipping, seen from the keys: key j is seen by queries i >= j - shift (causal); a padding tile by none.
     start = 0
     if CAUSAL:
-        start = (tl.maximum(tile_n * BLOCK_N - shift, 0) // BLOCK_M) * BLOCK_M
+        start = tl.maximum(tile_n * BLOCK_N - shift, 0)
     end = tl.where(tile_n * BLOCK_N < n_keys, T_q, 0)
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -235,11 +235,25 @@ def _strides(t: Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+Tiles = tuple[int, int, int]  # (BLOCK_M queries, BLOCK_N keys, num_warps) of one kernel launch
+
+
+def default_tiles(dtype: torch.dtype) -> tuple[Tiles, Tiles, Tiles]:
+    """Tiles of the forward, dK/dV and dQ kernels. fp16/bf16: the largest tiles that compile for sm_90 (H100/H200)
+    without spilling registers at head dims 32-128 (checked with Triton 3.9's compiler and cuobjdump, 2026-11-23;
+    docs/kernels.md); not yet tuned by timing on a GPU. fp32 takes exact (non-TF32) dots, which need more registers:
+    small tiles."""
+    if dtype == torch.float32:
+        return (32, 32, 4), (32, 32, 4), (32, 32, 4)
+    return (128, 64, 8), (32, 64, 8), (64, 64, 8)
+
+
 class FlashAttention(torch.autograd.Function):
     """out = softmax(Q K^T / sqrt(d_k) + M) V with M given by `causal`, the shift T_k - T_q and the key layout."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None, block_m: int, block_n: int) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None,
+                tiles: tuple[Tiles, Tiles, Tiles]) -> Tensor:
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         B, h, T_q, d_k = q.shape
         T_k = k.size(2)
@@ -249,12 +263,14 @@ class FlashAttention(torch.autograd.Function):
         ctx.scalars = (h, T_q, T_k, LOG2_E / math.sqrt(d_k), 1.0 / math.sqrt(d_k))
         ctx.constants = dict(CAUSAL=causal, HAS_PADDING=n_keys is not None, HAS_HOLES=holes is not None,
                              PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32: no TF32 rounding
-                             BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d_k)
+                             HEAD_DIM=d_k)
+        ctx.tiles = tiles
+        block_m, block_n, warps = tiles[0]
         out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
         lse = torch.empty(B * h, T_q, device=q.device, dtype=torch.float32)
         _forward_kernel[(triton.cdiv(T_q, block_m), B * h)](
             q, k, v, out, lse, *ctx.pointers, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-            *ctx.scalars[:4], **ctx.constants)
+            *ctx.scalars[:4], **ctx.constants, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps)
         ctx.save_for_backward(q, k, v, out, lse)
         return out
 
@@ -263,26 +279,30 @@ class FlashAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         dout = dout if dout.stride(-1) == 1 else dout.contiguous()
         B, h, T_q, d_k = q.shape
-        block_m, block_n = ctx.constants["BLOCK_M"], ctx.constants["BLOCK_N"]
         delta = torch.empty_like(lse)
-        _delta_kernel[(triton.cdiv(T_q, block_m), B * h)](out, dout, delta, *_strides(out), *_strides(dout), h, T_q,
-                                                          BLOCK_M=block_m, HEAD_DIM=d_k)
+        _delta_kernel[(triton.cdiv(T_q, 64), B * h)](out, dout, delta, *_strides(out), *_strides(dout), h, T_q,
+                                                     BLOCK_M=64, HEAD_DIM=d_k)
         dq, dk, dv = (torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))  # contiguous
         inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
-        _dk_dv_kernel[(triton.cdiv(k.size(2), block_n), B * h)](
-            q, k, v, dout, lse, delta, dk, dv, *ctx.pointers, *inputs, *_strides(dk), *ctx.scalars, **ctx.constants)
-        _dq_kernel[(triton.cdiv(T_q, block_m), B * h)](
-            q, k, v, dout, lse, delta, dq, *ctx.pointers, *inputs, *_strides(dq), *ctx.scalars, **ctx.constants)
-        return dq, dk, dv, None, None, None, None
+        (_, _, _), (kv_m, kv_n, kv_warps), (q_m, q_n, q_warps) = ctx.tiles
+        _dk_dv_kernel[(triton.cdiv(k.size(2), kv_n), B * h)](
+            q, k, v, dout, lse, delta, dk, dv, *ctx.pointers, *inputs, *_strides(dk), *ctx.scalars, **ctx.constants,
+            BLOCK_M=kv_m, BLOCK_N=kv_n, num_warps=kv_warps)
+        _dq_kernel[(triton.cdiv(T_q, q_m), B * h)](
+            q, k, v, dout, lse, delta, dq, *ctx.pointers, *inputs, *_strides(dq), *ctx.scalars, **ctx.constants,
+            BLOCK_M=q_m, BLOCK_N=q_n, num_warps=q_warps)
+        return dq, dk, dv, None, None, None
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None = None,
-                    block_m: int = 64, block_n: int = 64) -> Tensor:
+                    block: int | None = None) -> Tensor:
     """softmax(Q K^T / sqrt(d_k) + M) V by the Triton kernels, differentiable in q, k and v.
 
     q (B, h, T_q, d_k); k, v (B, h, T_k, d_k) with T_k >= T_q: the first T_k - T_q keys are a prefix (or a KV cache)
     every query sees, and with `causal` query i sees key j iff j <= i + T_k - T_q. key_mask (B, T_k) bool, True at
     keys that may be attended. The caller (minilm.attention.triton_attention) checks that the kernel takes the call
-    (minilm.kernels.triton_plan); tests pass small tiles to cover sequences longer than one tile.
+    (minilm.kernels.triton_unsupported). `block`: one square tile size for every kernel instead of `default_tiles`
+    (the tests use 16, so that short sequences span several tiles).
     """
-    return FlashAttention.apply(q, k, v, causal, key_mask, block_m, block_n)
+    tiles = default_tiles(q.dtype) if block is None else ((block, block, 4),) * 3
+    return FlashAttention.apply(q, k, v, causal, key_mask, tiles)
