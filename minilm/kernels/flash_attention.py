@@ -59,6 +59,27 @@ def _last_key(tile_m, n_keys, shift, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr
 
 
 @triton.jit
+def _load_rows(ptr, offs, stride_t, n_rows, HEAD_DIM: tl.constexpr):
+    """Rows `offs` of one head's (T, d_k) matrix starting at ptr; rows >= n_rows read as zeros."""
+    return tl.load(ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :], mask=offs[:, None] < n_rows, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, offs, stride_t, n_rows, values, HEAD_DIM: tl.constexpr):
+    """Write `values` to rows `offs` (< n_rows) of one head's (T, d_k) matrix, in the matrix's dtype."""
+    tl.store(ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :], values.to(ptr.dtype.element_ty),
+             mask=offs[:, None] < n_rows)
+
+
+@triton.jit
+def _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, key_mask_row, qk_scale,
+                      CAUSAL: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr):
+    """P_ij = exp(s_ij - L_i) from the saved log-sum-exp (both base 2 here), and 0 where M_ij = -inf."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    return tl.where(_visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL, HAS_HOLES), tl.exp2(s - lse[:, None]), 0.0)
+
+
+@triton.jit
 def _forward_kernel(
     Q, K, V, O, LSE, N_KEYS, KEY_MASK,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
@@ -75,20 +96,17 @@ def _forward_kernel(
     n_keys = tl.load(N_KEYS + b) if HAS_PADDING else T_k
 
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
-                mask=offs_m[:, None] < T_q, other=0.0)
-    k_rows = K + b * stride_kb + h * stride_kh + offs_d[None, :]
-    v_rows = V + b * stride_vb + h * stride_vh + offs_d[None, :]
+    q = _load_rows(Q + b * stride_qb + h * stride_qh, offs_m, stride_qt, T_q, HEAD_DIM)
+    K = K + b * stride_kb + h * stride_kh  # this (batch, head)'s keys and values
+    V = V + b * stride_vb + h * stride_vh
 
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of the (base-2) scores
     l = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # running sum of exp2(s - m) v
     for start_n in range(0, _last_key(tile_m, n_keys, shift, CAUSAL, BLOCK_M), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        in_range = offs_n[:, None] < n_keys
-        k = tl.load(k_rows + offs_n[:, None] * stride_kt, mask=in_range, other=0.0)
-        v = tl.load(v_rows + offs_n[:, None] * stride_vt, mask=in_range, other=0.0)
+        k = _load_rows(K, offs_n, stride_kt, n_keys, HEAD_DIM)
+        v = _load_rows(V, offs_n, stride_vt, n_keys, HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = tl.where(_visible(offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, CAUSAL, HAS_HOLES), s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
@@ -102,8 +120,7 @@ def _forward_kernel(
     empty = l == 0.0  # no visible key: out = 0 (as in the math path) and lse = +inf, so the backward's p = 0
     out = acc / tl.where(empty, 1.0, l)[:, None]
     lse = tl.where(empty, float("inf"), m + tl.log2(tl.where(empty, 1.0, l)))
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
-             out.to(O.dtype.element_ty), mask=offs_m[:, None] < T_q)
+    _store_rows(O + b * stride_ob + h * stride_oh, offs_m, stride_ot, T_q, out, HEAD_DIM)
     tl.store(LSE + bh * T_q + offs_m, lse, mask=offs_m < T_q)
 
 
@@ -116,10 +133,8 @@ def _delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_db, stri
     b = bh // n_heads
     h = bh % n_heads
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    rows = offs_m[:, None] < T_q
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :], mask=rows, other=0.0)
-    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :], mask=rows, other=0.0)
+    o = _load_rows(O + b * stride_ob + h * stride_oh, offs_m, stride_ot, T_q, HEAD_DIM)
+    do = _load_rows(DO + b * stride_db + h * stride_dh, offs_m, stride_dt, T_q, HEAD_DIM)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + bh * T_q + offs_m, delta, mask=offs_m < T_q)
 
@@ -142,10 +157,10 @@ def _dk_dv_kernel(
     n_keys = tl.load(N_KEYS + b) if HAS_PADDING else T_k
 
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    in_range = offs_n[:, None] < n_keys
-    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :], mask=in_range, other=0.0)
-    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :], mask=in_range, other=0.0)
+    k = _load_rows(K + b * stride_kb + h * stride_kh, offs_n, stride_kt, n_keys, HEAD_DIM)
+    v = _load_rows(V + b * stride_vb + h * stride_vh, offs_n, stride_vt, n_keys, HEAD_DIM)
+    Q = Q + b * stride_qb + h * stride_qh  # this (batch, head)'s queries and output gradients
+    DO = DO + b * stride_db + h * stride_dh
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -156,21 +171,19 @@ def _dk_dv_kernel(
     end = tl.where(tile_n * BLOCK_N < n_keys, T_q, 0)
     for start_m in range(start, end, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        rows = offs_m[:, None] < T_q
-        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
-        do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :], mask=rows, other=0.0)
+        q = _load_rows(Q, offs_m, stride_qt, T_q, HEAD_DIM)
+        do = _load_rows(DO, offs_m, stride_dt, T_q, HEAD_DIM)
         lse = tl.load(LSE + bh * T_q + offs_m, mask=offs_m < T_q, other=float("inf"))
         delta = tl.load(DELTA + bh * T_q + offs_m, mask=offs_m < T_q, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.where(_visible(offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, CAUSAL, HAS_HOLES), tl.exp2(s - lse[:, None]), 0.0)
+        p = _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, qk_scale,
+                              CAUSAL, HAS_HOLES, PRECISION)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
 
-    grad_rows = b * stride_gb + h * stride_gh + offs_n[:, None] * stride_gt + offs_d[None, :]
-    tl.store(DK + grad_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=offs_n[:, None] < T_k)
-    tl.store(DV + grad_rows, dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < T_k)
+    _store_rows(DK + b * stride_gb + h * stride_gh, offs_n, stride_gt, T_k, dk * sm_scale, HEAD_DIM)
+    _store_rows(DV + b * stride_gb + h * stride_gh, offs_n, stride_gt, T_k, dv, HEAD_DIM)
 
 
 @triton.jit
@@ -191,27 +204,23 @@ def _dq_kernel(
     n_keys = tl.load(N_KEYS + b) if HAS_PADDING else T_k
 
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    rows = offs_m[:, None] < T_q
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
-    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :], mask=rows, other=0.0)
+    q = _load_rows(Q + b * stride_qb + h * stride_qh, offs_m, stride_qt, T_q, HEAD_DIM)
+    do = _load_rows(DO + b * stride_db + h * stride_dh, offs_m, stride_dt, T_q, HEAD_DIM)
     lse = tl.load(LSE + bh * T_q + offs_m, mask=offs_m < T_q, other=float("inf"))
     delta = tl.load(DELTA + bh * T_q + offs_m, mask=offs_m < T_q, other=0.0)
-    k_rows = K + b * stride_kb + h * stride_kh + offs_d[None, :]
-    v_rows = V + b * stride_vb + h * stride_vh + offs_d[None, :]
+    K = K + b * stride_kb + h * stride_kh
+    V = V + b * stride_vb + h * stride_vh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for start_n in range(0, _last_key(tile_m, n_keys, shift, CAUSAL, BLOCK_M), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        in_range = offs_n[:, None] < n_keys
-        k = tl.load(k_rows + offs_n[:, None] * stride_kt, mask=in_range, other=0.0)
-        v = tl.load(v_rows + offs_n[:, None] * stride_vt, mask=in_range, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.where(_visible(offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, CAUSAL, HAS_HOLES), tl.exp2(s - lse[:, None]), 0.0)
+        k = _load_rows(K, offs_n, stride_kt, n_keys, HEAD_DIM)
+        v = _load_rows(V, offs_n, stride_vt, n_keys, HEAD_DIM)
+        p = _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, qk_scale,
+                              CAUSAL, HAS_HOLES, PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-    tl.store(DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :],
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=rows)
+    _store_rows(DQ + b * stride_gb + h * stride_gh, offs_m, stride_gt, T_q, dq * sm_scale, HEAD_DIM)
 
 
 def key_layout(key_mask: Tensor | None, T_k: int) -> tuple[Tensor | None, Tensor | None]:
