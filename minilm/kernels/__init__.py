@@ -6,6 +6,7 @@ a call.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -21,10 +22,16 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache
+def triton_installed() -> bool:
+    """Whether Triton can be imported (looked up once: attention asks on every call)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def triton_unsupported(q: Tensor, k: Tensor, dropout_p: float) -> str | None:
     """Why the Triton kernel cannot take this call, or None when it can. Any mask (causal, prefix, padding on either
     side) and any sequence length are supported."""
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         return "Triton is not installed (pip install 'minilm[cuda]')"
     if not (q.is_cuda or interpreting()):
         return f"the kernel runs on CUDA tensors, not {q.device.type} (TRITON_INTERPRET=1 runs it on CPU for tests)"
