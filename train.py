@@ -130,7 +130,7 @@ def build_parser() -> Parser:
     g.add_argument("--ffn", type=positive_int, default=S, help="feed-forward width (default: 4 x width)")
     g.add_argument("--context", type=positive_int, default=S, help="tokens per sequence (max_len)" + d("context"))
     g.add_argument("--dropout", type=fraction, default=S, help="dropout probability" + d("dropout"))
-    g.add_argument("--attention", choices=["auto", "math", "sdpa"], default=S, help="attention backend" + d("attention"))
+    g.add_argument("--attention", choices=["auto", "math", "sdpa", "triton"], default=S, help="attention backend" + d("attention"))
     g = p.add_argument_group("training")
     g.add_argument("--objective", choices=["causal", "masked"], default=S, help="causal LM or masked LM" + d("objective"))
     g.add_argument("--out", default=S, metavar="DIR", help="run directory (default: runs/<objective>)")
