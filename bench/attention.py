@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from minilm.attention import BACKENDS, attention
+from minilm.model.attention import BACKENDS, attention
 
 CASES = ("causal", "bidirectional", "prefix+causal+padding")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

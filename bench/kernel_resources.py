@@ -22,7 +22,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from minilm.kernels import flash_attention as fa
+from minilm.model.kernels import flash_attention as fa
 
 TYPES = {"fp16": ("*fp16", torch.float16), "bf16": ("*bf16", torch.bfloat16), "fp32": ("*fp32", torch.float32)}
 KERNELS = ("forward", "dk_dv", "dq")

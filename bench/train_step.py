@@ -17,7 +17,7 @@ import time
 import torch
 
 from minilm import ModelConfig, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss
-from minilm.attention import BACKENDS
+from minilm.model.attention import BACKENDS
 
 
 def main() -> None:

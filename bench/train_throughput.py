@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 
 from minilm import ModelConfig, Transformer, causal_lm_loss
-from minilm.model import LayerNorm, layer_norm
+from minilm.model.layers import LayerNorm, layer_norm
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 

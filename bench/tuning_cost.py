@@ -59,9 +59,9 @@ import torch
 import torch.nn.functional as F
 
 from minilm import ModelConfig, Transformer
-from minilm.memory import cpu_peak_bytes, tensor_bytes
+from minilm.experiments.memory import cpu_peak_bytes, tensor_bytes
 from minilm.tokenizer import NUM_SPECIAL_TOKENS
-from minilm.tuning import METHODS, ClassificationHead, TunedModel, Verbalizer, build_method
+from minilm.tuning import METHODS, ClassificationHead, TunedModel, VerbalizerReadout, build_method
 
 MiB = 1 << 20
 
@@ -107,9 +107,9 @@ class Run:
         base = Transformer(config, seed=0)
         method = build_method(name, base, **hp)
         if readout == "head":
-            head: ClassificationHead | Verbalizer = ClassificationHead(config.d_model, n_classes)
+            head: ClassificationHead | VerbalizerReadout = ClassificationHead(config.d_model, n_classes)
         else:  # one-token label words: the cheapest verbalizer, one forward pass for all classes
-            head = Verbalizer([[NUM_SPECIAL_TOKENS + i] for i in range(n_classes)])
+            head = VerbalizerReadout.from_ids([[NUM_SPECIAL_TOKENS + i] for i in range(n_classes)])
         self.model = TunedModel(base, method, head).to(device).train()
         self.counts = self.model.counts()
         self.optimizer = torch.optim.AdamW(list(self.model.trainable().values()), lr=1e-3)

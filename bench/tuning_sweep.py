@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from minilm.training import load_run
+from minilm.tuning import DEFAULT_LR, ClassificationHead, TunedModel, VerbalizerReadout, build_method
+from minilm.tuning.tasks import load_task
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
 
 
 def parse_item(item: str) -> tuple[str, dict, list[float]]:
@@ -47,11 +48,6 @@ def parse_item(item: str) -> tuple[str, dict, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    import train
-    from minilm.tasks import load_task
-    from minilm.tuning import DEFAULT_LR, ClassificationHead, TunedModel, Verbalizer, build_method
-    from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True)
     p.add_argument("--task", required=True)
@@ -78,10 +74,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         method, hp, lrs = parse_item(item)
         for lr in lrs or [DEFAULT_LR[method]]:
             for seed in a.seeds:
-                base, tokenizer, _ = train.load_run(a.base, "best", "cpu")
-                hp_seeded = {**hp, "seed": seed} if method in ("prompt", "prompt-encoder", "prefix", "lora") else hp
-                m = build_method(method, base, tokenizer, **hp_seeded)
-                readout = (Verbalizer.from_words(tokenizer, [task.label_words[label] for label in task.labels])
+                base, tokenizer, _ = load_run(a.base, "best", "cpu")
+                m = build_method(method, base, tokenizer, seed=seed, **hp)
+                readout = (VerbalizerReadout.from_words(tokenizer, [task.label_words[label] for label in task.labels])
                            if a.readout == "verbalizer" else ClassificationHead(base.config.d_model, len(task.labels), seed=seed))
                 model = TunedModel(base, m, readout, task.labels)
                 config = TuneConfig(lr=lr, max_steps=a.max_steps, batch_size=a.batch_size, eval_every=a.eval_every,

@@ -3,50 +3,25 @@
 Byte-level means the base alphabet is the 256 byte values, so any UTF-8 text (English, Chinese,
 emoji, code) is encoded without `[UNK]` and decodes back to exactly the same string. BPE then
 learns merges of frequent byte pairs up to `vocab_size` tokens.
+
+Docs: docs/tokenizer.md.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from minilm.checkpoint import atomic_write
+from minilm.files import atomic_write, first_line, read_utf8_lines
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID, BOS_ID, EOS_ID = range(len(SPECIAL_TOKENS))
 NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 MIN_VOCAB_SIZE = NUM_SPECIAL_TOKENS + 256  # the specials plus one token per byte value
-
-
-def read_utf8_lines(path: str | os.PathLike[str], skip_invalid_utf8: bool = False) -> Iterator[str]:
-    """Yield the lines of a UTF-8 text file, failing with the file, line and byte offset of bad bytes
-    (or, with `skip_invalid_utf8`, dropping them with one warning per file)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"text file {path!r} does not exist (or is not a file)")
-    offset, dropped = 0, 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                if not skip_invalid_utf8:
-                    raise ValueError(
-                        f"{path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at line {lineno}, "
-                        f"byte offset {offset + e.start}; re-encode it, e.g. `iconv -f latin1 -t utf-8`, "
-                        "or drop bad bytes (skip_invalid_utf8=True; train.py --skip-invalid-utf8)"
-                    ) from None
-                line = raw.decode("utf-8", errors="ignore")
-                dropped += len(raw) - len(line.encode("utf-8"))
-                yield line
-            offset += len(raw)
-    if dropped:
-        warnings.warn(f"{path}: dropped {dropped} bytes that are not valid UTF-8", stacklevel=2)
 
 
 class Tokenizer:
@@ -119,7 +94,7 @@ class Tokenizer:
         try:
             backend = HFTokenizer.from_file(path)
         except Exception as e:  # the Rust side raises a plain Exception for malformed files
-            raise ValueError(f"{path} is not a valid tokenizer.json ({e})") from None
+            raise ValueError(f"{path} is not a valid tokenizer.json ({first_line(e)})") from None
         return cls(backend)
 
     # ---- text <-> ids -----------------------------------------------------------------------

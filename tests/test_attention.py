@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minilm.attention import BACKENDS, MultiHeadAttention, attention, attention_mask, resolve_backend, scaled_dot_product_attention
+from minilm.model.attention import BACKENDS, MultiHeadAttention, attention, resolve_backend, scaled_dot_product_attention
+from minilm.model.masks import attention_mask
 from conftest import tiny_config
 
 

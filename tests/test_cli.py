@@ -238,3 +238,13 @@ def test_torchrun_stops_every_process_when_the_data_is_bad(tmp_path):
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode != 0
     assert result.stderr.count("missing.txt does not exist") == 2  # both processes report the same one line
+
+
+def test_resume_from_a_crafted_training_state_is_one_line_and_runs_nothing(capsys, tmp_path, text_file):
+    from test_files import crafted_state
+
+    out = tmp_path / "r"
+    assert train.main(["pretrain", "--data", str(text_file), "--out", str(out), *TINY]) == 0
+    crafted_state(out / "train_state.pt", tmp_path / "pwned")
+    fails(capsys, ["pretrain", "--out", str(out), "--resume"], "is not a minilm training state", "was not loaded")
+    assert not (tmp_path / "pwned").exists()

@@ -56,4 +56,41 @@ def test_instruct_errors_are_one_line(tmp_path, base_run, data_dir, capsys):
     assert train.main(["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done), "--max-steps", "1",
                        "--batch-size", "2", "--eval-examples", "1"]) == 0
     capsys.readouterr()
-    fails(capsys, ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done)], "already holds a run")
+    fails(capsys, ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done)], "already holds an instruction-tuned run")
+
+
+def test_instruct_resumes_where_it_stopped_and_keeps_the_best_weights(tmp_path, base_run, data_dir, capsys):
+    out = tmp_path / "inst"
+    common = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(out), "--batch-size", "2",
+              "--eval-every", "2", "--eval-examples", "2", "--precision", "fp32"]
+    assert train.main([*common, "--max-steps", "2"]) == 0
+    assert (out / "best.safetensors").is_file() and (out / "train_state.pt").is_file()
+    capsys.readouterr()
+    assert train.main([*common, "--max-steps", "4", "--resume"]) == 0
+    assert "resumed from step 2" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "dev"] == [2, 4]  # evaluated at 2, then after resuming at 4
+
+
+def test_instruct_stops_early_when_dev_exact_match_stops_improving(tmp_path, base_run, data_dir, capsys):
+    argv = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(tmp_path / "e"), "--batch-size", "2",
+            "--max-steps", "50", "--eval-every", "1", "--patience", "1", "--eval-examples", "2", "--lr", "1e-6"]
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "early stop: dev exact match has not improved for 1 evaluations" in out
+    dev = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["split"] == "dev"]
+    assert len(dev) < 50 and all("exact_match" in r for r in dev)
+
+
+def test_instruct_answers_the_first_new_phrasing_instruction_by_default(tmp_path, base_run, data_dir, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("train.jsonl", "dev.jsonl"):
+        (folder / name).write_text((data_dir / name).read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "dev_new_phrasing.jsonl").write_text(json.dumps({"instruction": "Say the opening word.", "input": "be quick",
+                                                               "output": "be"}) + "\n", encoding="utf-8")
+    argv = ["instruct", "--base", str(base_run), "--data", str(folder), "--out", str(tmp_path / "n"), "--max-steps", "1",
+            "--batch-size", "2", "--eval-examples", "1"]
+    assert train.main(argv) == 0
+    assert "unseen instruction: 'Say the opening word.' input: 'be quick'" in capsys.readouterr().out

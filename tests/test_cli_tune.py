@@ -11,6 +11,7 @@ import pytest
 import safetensors.torch
 
 from minilm import ModelConfig
+from minilm.cli import build_parser
 from minilm.model import parameter_count
 from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
 
@@ -19,7 +20,7 @@ from cli_support import fails, pretrain_tiny, train  # noqa: E402  (train.py is 
 FAST = ["--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1", "--device", "cpu"]
 METHOD_FLAGS = {
     "prompt": ["--prompt-len", "4"], "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
-    "prefix": ["--prompt-len", "4", "--prefix-hidden", "16"], "freeze": ["--freeze-last", "1"], "bitfit": [],
+    "prefix": ["--prefix-len", "4", "--prefix-hidden", "16"], "freeze": ["--freeze-last", "1"], "bitfit": [],
     "lora": ["--lora-rank", "2"], "full": [],
 }
 MERRY = ["O happy day, my heart is merry", "Sweet love doth fill my soul with joy", "What a gentle and a gracious lord",
@@ -94,7 +95,9 @@ def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
 
 # ---- the happy path -------------------------------------------------------------------------------------
 def test_the_command_line_offers_exactly_the_library_methods():
-    assert train.TUNE_METHODS == METHODS
+    tune_parser = build_parser()._subparsers._group_actions[0].choices["tune"]
+    method = next(a for a in tune_parser._actions if a.dest == "method")
+    assert tuple(method.choices) == tuple(METHODS)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -196,7 +199,7 @@ def test_classify_a_split_writes_a_report_with_accuracy_macro_f1_and_confusion(t
 def test_resume_after_an_interrupted_tune_continues_the_steps(tmp_path, base_run, task_dir, capsys):
     out = tmp_path / "t"
     flags = ["--eval-every", "2", "--batch-size", "4", "--log-every", "1", "--device", "cpu"]
-    assert train.main(tune(tmp_path, base_run, task_dir, "prefix", "--prompt-len", "2", "--prefix-hidden", "8", "--max-steps", "2", *flags)) == 0
+    assert train.main(tune(tmp_path, base_run, task_dir, "prefix", "--prefix-len", "2", "--prefix-hidden", "8", "--max-steps", "2", *flags)) == 0
     capsys.readouterr()
     assert train.main(["tune", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
     assert "resumed from step 2" in capsys.readouterr().out
@@ -263,8 +266,13 @@ def test_a_task_file_with_an_unknown_label_names_the_file_and_line(capsys, tmp_p
     fails(capsys, tune(tmp_path, base_run, task, "bitfit"), "dev.tsv line 4", "label '2'")
 
 
-def test_freeze_needs_a_recipe(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze"), "--method freeze needs", "--freeze-first", "--freeze-last")
+def test_freeze_without_a_recipe_trains_the_first_block_and_the_embeddings(tmp_path, base_run, task_dir, capsys):
+    assert train.main(tune(tmp_path, base_run, task_dir, "freeze", *FAST)) == 0
+    c = ModelConfig.load(base_run / "config.json")
+    assert "method freeze (recipe=first, k=1)" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "t" / "tuned.json").read_text())
+    assert meta["hyperparameters"] == {"recipe": "first", "k": 1}
+    assert meta["counts"]["trainable"] == LayerFreezing.expected_count(c, "first", 1)
 
 
 def test_freeze_first_and_last_together(capsys, tmp_path, base_run, task_dir):
@@ -323,7 +331,7 @@ def test_tune_with_a_template_trains_through_the_label_words_at_its_slot(tmp_pat
     argv = tune(tmp_path, base_run, task_dir, "prompt", "--prompt-len", "2", "--template", "{text} So the mood is", *FAST)
     assert train.main(argv) == 0
     meta = json.loads((out / "tuned.json").read_text())
-    assert meta["readout"]["kind"] == "template" and meta["readout"]["template"] == "{text} So the mood is"
+    assert meta["readout"]["kind"] == "verbalizer" and meta["readout"]["template"] == "{text} So the mood is"
     capsys.readouterr()
     assert train.main(["classify", "--from", str(out), "--text", "O happy day"]) == 0
     assert "p(0)=" in capsys.readouterr().out

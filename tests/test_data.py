@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minilm import Tokenizer
-from minilm.data import (
+from minilm.training.corpus import (
     TokenStream,
     encode_documents,
     eval_windows,

@@ -1,4 +1,5 @@
-"""The equation map: every equation in docs/ names the code that computes it and a test that checks it, and both exist."""
+"""The equation map, both ways: every equation in docs/ names the code that computes it and a test that checks it, and
+both exist; every module names its docs page, and that page refers back to the module."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 # the symbols the core issue asks the docs to cover
 REQUIRED = {
-    "minilm/attention.py::scaled_dot_product_attention",
-    "minilm/attention.py::MultiHeadAttention",
-    "minilm/model.py::FeedForward.forward",
-    "minilm/model.py::LayerNorm.forward",
-    "minilm/objectives.py::causal_lm_loss",
-    "minilm/objectives.py::masked_lm_loss",
-    "minilm/objectives.py::mask_tokens",
+    "minilm/model/attention.py::scaled_dot_product_attention",
+    "minilm/model/attention.py::MultiHeadAttention",
+    "minilm/model/layers.py::FeedForward.forward",
+    "minilm/model/layers.py::LayerNorm.forward",
+    "minilm/training/objectives.py::causal_lm_loss",
+    "minilm/training/objectives.py::masked_lm_loss",
+    "minilm/training/objectives.py::mask_tokens",
 }
+MODULES = sorted(p.relative_to(ROOT) for p in (ROOT / "minilm").rglob("*.py"))
+DOCS_LINE = re.compile(r"^Docs: (.+)$", re.M)
+PAGE = re.compile(r"docs/([\w-]+\.md)")
 
 
 def equation_sections(text: str) -> list[tuple[str, str]]:
@@ -94,7 +98,34 @@ def test_docs_cover_the_core_equations():
 
 
 def test_the_checker_catches_a_missing_symbol_and_a_missing_test():
-    assert not code_symbol_exists("minilm/attention.py", "no_such_function")
+    assert not code_symbol_exists("minilm/model/attention.py", "no_such_function")
     assert not is_test_in_file("tests/test_attention.py", "test_no_such_test")
-    assert code_symbol_exists("minilm/model.py", "LayerNorm.forward")
+    assert code_symbol_exists("minilm/model/layers.py", "LayerNorm.forward")
     assert is_test_in_file("tests/test_docs.py", "test_docs_cover_the_core_equations")
+
+
+def module_pages(path: pathlib.Path) -> list[str]:
+    """The docs pages a module's docstring names on its `Docs:` line."""
+    docstring = ast.get_docstring(ast.parse((ROOT / path).read_text(encoding="utf-8"))) or ""
+    line = DOCS_LINE.search(docstring)
+    return PAGE.findall(line.group(1)) if line else []
+
+
+def module_name(path: pathlib.Path) -> str:
+    """How docs refer to a module: its path, or its folder's path (with a slash) for a package's __init__.py."""
+    return f"{path.parent.as_posix()}/" if path.name == "__init__.py" else path.as_posix()
+
+
+@pytest.mark.parametrize("module", MODULES, ids=[m.as_posix() for m in MODULES])
+def test_every_module_names_its_docs_page_and_the_page_refers_back(module):
+    pages = module_pages(module)
+    assert pages, f"{module}: its docstring has no `Docs: docs/<page>.md` line"
+    for page in pages:
+        assert (ROOT / "docs" / page).is_file(), f"{module} names docs/{page}, which does not exist"
+    texts = [(ROOT / "docs" / page).read_text(encoding="utf-8") for page in pages]
+    assert any(module_name(module) in text for text in texts), f"none of {pages} mentions {module_name(module)}"
+
+
+def test_the_back_reference_check_reads_the_docs_line():
+    assert module_pages(pathlib.Path("minilm/model/attention.py")) == ["attention.md", "kernels.md"]
+    assert module_name(pathlib.Path("minilm/model/__init__.py")) == "minilm/model/"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from minilm import causal_lm_loss
-from minilm.data import TokenStream, token_byte_lengths
-from minilm.evaluate import bits_per_byte, evaluate_causal
+from minilm.training.corpus import TokenStream, token_byte_lengths
+from minilm.training.evaluate import bits_per_byte, evaluate_causal
 
 from conftest import SAMPLE_TEXT, random_ids, tiny_model
 

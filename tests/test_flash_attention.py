@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from conftest import random_ids, tiny_config
 
 from minilm import Transformer
-from minilm.attention import attention, math_attention, resolve_backend
-from minilm.kernels import interpreting, triton_unsupported
+from minilm.model.attention import attention, math_attention, resolve_backend
+from minilm.model.kernels import interpreting, triton_unsupported
 
 pytest.importorskip("triton")
 CUDA = torch.cuda.is_available()
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def kernel(q, k, v, causal, key_mask=None, block=16):
-    from minilm.kernels.flash_attention import flash_attention
+    from minilm.model.kernels.flash_attention import flash_attention
 
     return flash_attention(q, k, v, causal, key_mask, block=block)
 
@@ -86,7 +86,7 @@ def test_forward_and_all_gradients_match_math(causal, P, padding):
 def test_the_half_precision_default_tiles_match_math():
     """The GPU defaults give each kernel its own tile shape (forward 128 x 64, dK/dV 32 x 64, dQ 64 x 64); run with
     exactly those shapes (on fp32 data) so the tile-skipping starts hold when BLOCK_M != BLOCK_N."""
-    from minilm.kernels.flash_attention import FlashAttention, default_tiles
+    from minilm.model.kernels.flash_attention import FlashAttention, default_tiles
 
     q, k, v = random_qkv(T_q=150, P=7)
     key_mask = key_mask_for("holes", 2, 157, 7)

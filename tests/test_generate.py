@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minilm import KVCache, Transformer, fill_mask, generate, mask_tokens, masked_lm_loss
-from minilm.generate import sample_next_token, top_k_filter, top_p_filter
+from minilm.model.sampling import sample_next_token, top_k_filter, top_p_filter
 from minilm.tokenizer import CLS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID
 from conftest import random_ids, tiny_config, tiny_model
 
@@ -59,6 +59,12 @@ def test_top_k_keeps_exactly_the_k_largest_logits():
     filtered = top_k_filter(logits, 2)
     assert torch.isfinite(filtered).tolist() == [[False, True, False, True, False]]
     assert torch.equal(filtered[torch.isfinite(filtered)], logits[torch.isfinite(filtered)])
+
+
+def test_top_k_keeps_exactly_k_tokens_when_logits_tie_breaking_ties_by_id():
+    logits = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.5], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    kept = torch.isfinite(top_k_filter(logits, 2)).tolist()
+    assert kept == [[False, True, True, False, False], [True, True, False, False, False]]
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():

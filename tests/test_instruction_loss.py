@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minilm.objectives import instruction_loss
+from minilm.training.objectives import instruction_loss
 
 
 def per_token_nll(logits, ids):

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from minilm.instructions import Instruction, encode_instruction, instruction_batch, load_instructions
+from conftest import tiny_model
+
+from minilm.tuning.instructions import Instruction, answer, answers, encode_instruction, instruction_batch, load_instructions
 from minilm.tokenizer import EOS_ID, PAD_ID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +75,12 @@ def test_the_shipped_instruction_data_is_what_its_generator_writes(tmp_path, mon
     dev = load_instructions(ROOT / "data" / "instructions" / "dev.jsonl")
     assert len(train) == 3000 and len(dev) == 300
     assert not {e.input for e in dev} & {e.input for e in train}, "a dev input also appears in train"
+
+
+def test_answers_in_a_left_padded_batch_equal_the_answers_one_at_a_time(tokenizer):
+    model = tiny_model(seed=3, vocab_size=tokenizer.vocab_size, max_len=96, attention="math")
+    examples = [EXAMPLE, Instruction("Give the first word.", "to be", "to"),
+                Instruction("Count the words.", "whether tis nobler in the mind", "6")]
+    together = answers(model, tokenizer, examples, max_new_tokens=8)
+    assert together == [answer(model, tokenizer, e, max_new_tokens=8) for e in examples]
+    assert any(together), "the model wrote nothing, so the comparison means nothing"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from minilm.metrics import classification_report
+from minilm.tuning.metrics import classification_report
 
 LABELS = ["cat", "dog", "bird"]
 

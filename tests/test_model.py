@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from minilm import KVCache, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss, parameter_count
-from minilm.attention import BACKENDS as ATTENTION_BACKENDS
-from minilm.model import FeedForward, LayerNorm, layer_norm, position_ids
+from minilm.model.attention import BACKENDS as ATTENTION_BACKENDS
+from minilm.model.layers import FeedForward, LayerNorm, layer_norm
+from minilm.model.masks import position_ids
 from conftest import random_ids, tiny_config, tiny_model
 
 BACKENDS = list(ATTENTION_BACKENDS)
@@ -192,6 +193,13 @@ def test_kv_cache_chunks_give_the_same_logits_as_one_pass(backend, use_prefix, u
     real = mask.bool()
     torch.testing.assert_close(torch.cat(chunks, dim=1)[real], full[real], rtol=1e-5, atol=1e-5)
     assert len(cache) == (3 if use_prefix else 0) + 9
+
+
+def test_a_kv_cache_on_a_bidirectional_model_is_a_clear_error():
+    """In a masked model every key changes when a token arrives, so cached keys would be wrong (not merely slow)."""
+    model = tiny_model(causal=False)
+    with pytest.raises(ValueError, match="only meaningful for a causal model"):
+        model(random_ids(1, 4), cache=KVCache(model.config.n_layers))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

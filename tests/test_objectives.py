@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minilm import IGNORE_INDEX, causal_lm_loss, mask_tokens, masked_lm_loss
-from minilm.objectives import masked_lm_loss_on_selected
+from minilm.training.objectives import masked_lm_loss_on_selected
 from minilm.tokenizer import MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, CLS_ID, SEP_ID
 from conftest import random_ids
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 from importlib import metadata
+
+import pytest
 
 from packaging.requirements import Requirement
 
@@ -45,3 +50,26 @@ def test_readme_python_examples_run(monkeypatch):
     monkeypatch.chdir(ROOT)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def test_python_dash_m_minilm_runs_the_same_command_line():
+    result = subprocess.run([sys.executable, "-m", "minilm", "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m minilm" in result.stdout
+    for command in ("pretrain", "generate", "tune", "classify", "instruct", "compare"):
+        assert command in result.stdout
+
+
+def test_the_minilm_console_script_is_declared_and_runs():
+    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.dist and e.dist.name == "minilm"}
+    assert scripts == {"minilm": "minilm.cli:console"}
+    path = shutil.which("minilm") or str(pathlib.Path(sys.executable).parent / "minilm")
+    if not pathlib.Path(path).exists():
+        pytest.skip("the console script is installed only by `pip install -e .`")
+    result = subprocess.run([path, "tune", "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "usage: minilm tune" in result.stdout, result.stderr
+
+
+def test_train_py_is_a_shim_of_a_few_lines():
+    lines = [line for line in (ROOT / "train.py").read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(lines) <= 8 and "from minilm.cli import main" in lines

@@ -8,7 +8,7 @@ from conftest import tiny_config
 
 from minilm import Transformer
 from minilm.prompting import Template, Verbalizer, base_logits, label_scores
-from minilm.tuning import LayerFreezing, SoftPrompt, TemplateVerbalizer, TunedModel, build_method
+from minilm.tuning import LayerFreezing, SoftPrompt, VerbalizerReadout, TunedModel, build_method
 
 TEXTS = ["to be or not", "that is the question", "whether tis nobler in the mind"]
 WORDS = [[" be", " not"], " question"]
@@ -18,7 +18,7 @@ WORDS = [[" be", " not"], " question"]
                          ids=["causal", "masked"])
 def test_the_template_readout_scores_exactly_what_zero_shot_prompting_scores(tokenizer, causal, template):
     base = Transformer(tiny_config(causal=causal), seed=0).eval()
-    model = TunedModel(base, LayerFreezing("last", 0, 2), TemplateVerbalizer.from_template(tokenizer, template, WORDS)).eval()
+    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_template(tokenizer, template, WORDS)).eval()
     batch = model.encode(tokenizer, TEXTS)
     with torch.no_grad():
         scores = model(batch["input_ids"], batch["attention_mask"])
@@ -29,7 +29,7 @@ def test_the_template_readout_scores_exactly_what_zero_shot_prompting_scores(tok
 
 def test_a_soft_prompt_trains_through_the_template_readout(tokenizer):
     base = Transformer(tiny_config(), seed=0)
-    readout = TemplateVerbalizer.from_template(tokenizer, "Line: {text}\nAnswer:", WORDS)
+    readout = VerbalizerReadout.from_template(tokenizer, "Line: {text}\nAnswer:", WORDS)
     model = TunedModel(base, SoftPrompt.for_base(base, 3, init="random"), readout)
     batch = model.encode(tokenizer, TEXTS)
     loss = torch.nn.functional.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), torch.tensor([0, 1, 0]))
@@ -41,7 +41,7 @@ def test_a_soft_prompt_trains_through_the_template_readout(tokenizer):
 @pytest.mark.parametrize("method,hp", [("prefix", {"prefix_len": 2, "d_prime": 8, "hidden": 16}), ("lora", {"rank": 2})])
 def test_a_template_tuned_model_saves_and_loads_exactly_without_a_tokenizer(tmp_path, tokenizer, method, hp):
     base = Transformer(tiny_config(causal=False), seed=0)
-    readout = TemplateVerbalizer.from_template(tokenizer, "Line: {text} Answer: [MASK].", WORDS, length_normalized=True)
+    readout = VerbalizerReadout.from_template(tokenizer, "Line: {text} Answer: [MASK].", WORDS, length_normalized=True)
     model = TunedModel(base, build_method(method, base, **hp), readout)
     with torch.no_grad():
         for p in model.trainable().values():
@@ -56,16 +56,16 @@ def test_a_template_tuned_model_saves_and_loads_exactly_without_a_tokenizer(tmp_
 
 def test_a_causal_template_must_end_at_its_slot(tokenizer):
     base = Transformer(tiny_config(), seed=0)
-    model = TunedModel(base, LayerFreezing("last", 0, 2), TemplateVerbalizer.from_template(tokenizer, "{text} is [MASK] here", WORDS))
+    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_template(tokenizer, "{text} is [MASK] here", WORDS))
     batch = model.encode(tokenizer, TEXTS)
     with pytest.raises(ValueError, match="cannot see"):
         model(batch["input_ids"], batch["attention_mask"])
     with pytest.raises(ValueError, match="exactly one field"):
-        TemplateVerbalizer.from_template(tokenizer, "{premise} [MASK] {hypothesis}", WORDS)
+        VerbalizerReadout.from_template(tokenizer, "{premise} [MASK] {hypothesis}", WORDS)
 
 
 def test_prompt_based_fine_tuning_learns_the_synthetic_task(sentiment_base, sentiment_task, tmp_path):
-    from minilm.tasks import load_task
+    from minilm.tuning.tasks import load_task
     from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
     from synthetic_task import LABEL_WORDS
 
@@ -73,10 +73,10 @@ def test_prompt_based_fine_tuning_learns_the_synthetic_task(sentiment_base, sent
     base = Transformer(config)
     base.load_state_dict(state)
     task = load_task(sentiment_task)
-    readout = TemplateVerbalizer.from_template(tokenizer, "{text}", [[w] for w in LABEL_WORDS])
+    readout = VerbalizerReadout.from_template(tokenizer, "{text}", [[w] for w in LABEL_WORDS])
     model = TunedModel(base, build_method("lora", base, rank=4), readout, task.labels)
     before = evaluate(model, tokenizer, task.split("dev"))
-    TuneTrainer(model, tokenizer, task, TuneConfig(lr=0.01, max_steps=200, eval_every=100, patience=0, warmup_steps=5),
+    TuneTrainer(model, tokenizer, task, TuneConfig(lr=0.01, max_steps=200, eval_every=100, patience=0, warmup_steps=5, precision="fp32"),
                 tmp_path, log=lambda _: None).fit()
     after = evaluate(model, tokenizer, task.split("dev"))
     assert after["loss"] < before["loss"] - 0.1 and after["accuracy"] >= 0.85, (before, after)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from minilm.tasks import Example, load_task
+from minilm.tuning.tasks import Example, load_task
 
 REPO = Path(__file__).resolve().parent.parent
 

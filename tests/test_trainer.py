@@ -11,8 +11,9 @@ import safetensors.torch
 import torch
 
 from minilm import Tokenizer, Transformer
-from minilm.data import prepare_corpus
-from minilm.trainer import TrainConfig, Trainer, learning_rate, parameter_groups
+from minilm.training.corpus import prepare_corpus
+from minilm.training.optimizer import learning_rate, parameter_groups
+from minilm.training.trainer import TrainConfig, Trainer
 
 from conftest import tiny_config
 
@@ -34,7 +35,7 @@ def make_trainer(small_corpus, out: Path, resume: bool = False, objective: str =
     model_overrides = {k: overrides.pop(k) for k in list(overrides) if k in ("dropout", "max_len", "attention")}
     config = tiny_config(vocab_size=tokenizer.vocab_size, max_len=32, causal=objective == "causal", **model_overrides)
     values = dict(objective=objective, batch_size=8, max_steps=40, lr=3e-3, min_lr=3e-4, warmup_steps=5,
-                  eval_every=10, eval_windows=16, log_every=10)
+                  eval_every=10, eval_windows=16, log_every=10, precision="fp32")
     values.update(overrides)
     out.mkdir(parents=True, exist_ok=True)
     return Trainer(Transformer(config, seed=0), tokenizer, corpus, TrainConfig(**values), out, resume=resume, log=lambda _: None)

@@ -13,7 +13,7 @@ from conftest import random_ids, tiny_config
 
 from minilm import Transformer
 from minilm.tuning import (
-    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, TunedModel, Verbalizer, build_method,
+    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, TunedModel, VerbalizerReadout, build_method,
 )
 from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
@@ -33,7 +33,7 @@ def tuned(method: str, causal: bool = True, readout: str = "head", seed: int = 0
     base = Transformer(tiny_config(causal=causal, **overrides), seed=seed)
     hp = HP[method]
     m = build_method(method, base, **hp)
-    head = ClassificationHead(base.config.d_model, 2) if readout == "head" else Verbalizer([[10], [11, 12]])
+    head = ClassificationHead(base.config.d_model, 2) if readout == "head" else VerbalizerReadout.from_ids([[10], [11, 12]])
     return TunedModel(base, m, head)
 
 
@@ -70,12 +70,30 @@ def test_training_leaves_every_frozen_parameter_bitwise_equal(method, causal):
 
 
 def test_only_trainable_parameters_reach_the_optimizer(sentiment_task, tmp_path):
-    from minilm.tasks import load_task
+    from minilm.tuning.tasks import load_task
 
     model = tuned("prompt")
     trainer = TuneTrainer(model, None, load_task(sentiment_task), TuneConfig(), tmp_path, log=lambda _: None)
     in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert in_optimizer == {id(model.method.P), id(model.readout.W_c.weight), id(model.readout.W_c.bias)}
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "prompt", "prefix", "lora"])
+def test_tuning_never_decays_embeddings_or_a_method_s_own_vectors(method, sentiment_task, tmp_path):
+    """One weight-decay rule for every loop: only the weight matrices of linear layers are decayed."""
+    from minilm.tuning.tasks import load_task
+
+    model = tuned(method)
+    config = TuneConfig(weight_decay=0.1, precision="fp32")
+    trainer = TuneTrainer(model, None, load_task(sentiment_task), config, tmp_path, log=lambda _: None)
+    decay = {id(p) for group in trainer.optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = sorted(names[i] for i in decay)
+    assert decayed and all(n.endswith(".weight") and ("W_" in n) for n in decayed), decayed
+    never = ("tok_emb", "pos_emb", "ln_", "method.P", "method.prefix", "P_prime", "method.mlp.P_prime", ".A", ".B", "bias")
+    assert not [n for n in decayed if any(part in n for part in never)]
+    if method in ("full", "freeze"):
+        assert id(model.base.tok_emb.weight) not in decay and model.base.tok_emb.weight.requires_grad
 
 
 # ---- parameter counts in closed form --------------------------------------------------------------------
@@ -108,7 +126,7 @@ def test_trainable_counts_match_the_closed_forms():
 
 def test_last_k_freezing_trains_the_last_blocks_and_the_final_layernorm():
     base = Transformer(tiny_config())
-    model = TunedModel(base, LayerFreezing("last", 1, base.config.n_layers), Verbalizer([[10], [11]]))
+    model = TunedModel(base, LayerFreezing("last", 1, base.config.n_layers), VerbalizerReadout.from_ids([[10], [11]]))
     names = set(model.trainable())
     assert names == {n for n, _ in model.named_parameters() if n.startswith(("base.blocks.1.", "base.ln_f."))}
     assert model.counts()["tuned"] == LayerFreezing.expected_count(base.config, "last", 1)
@@ -142,7 +160,7 @@ def test_loading_onto_a_different_base_is_a_clear_error(tmp_path, method):
 
 def test_a_prompt_initialised_from_text_loads_without_a_tokenizer(tmp_path, tokenizer):
     base = Transformer(tiny_config(), seed=0)
-    model = TunedModel(base, build_method("prompt", base, tokenizer, prompt_len=6, init="text:To be, or not"), Verbalizer([[10], [11]]))
+    model = TunedModel(base, build_method("prompt", base, tokenizer, prompt_len=6, init="text:To be, or not"), VerbalizerReadout.from_ids([[10], [11]]))
     model.save(tmp_path)
     loaded = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
     assert torch.equal(loaded.method.P, model.method.P)
@@ -182,7 +200,7 @@ LEARN = {  # (hyper-parameters, lr): small, fast settings; the defaults for real
 @pytest.mark.parametrize("method", METHODS)
 def test_a_short_tuning_run_lowers_the_loss_and_beats_chance(method, sentiment_base, sentiment_task, tmp_path):
     """The frozen base answers well only after its trigger word; every method must learn to elicit the skill."""
-    from minilm.tasks import load_task
+    from minilm.tuning.tasks import load_task
     from synthetic_task import LABEL_WORDS
 
     state, config, tokenizer = sentiment_base
@@ -190,9 +208,9 @@ def test_a_short_tuning_run_lowers_the_loss_and_beats_chance(method, sentiment_b
     base.load_state_dict(state)
     hp, lr = LEARN[method]
     task = load_task(sentiment_task)
-    model = TunedModel(base, build_method(method, base, tokenizer, **hp), Verbalizer.from_words(tokenizer, LABEL_WORDS), task.labels)
+    model = TunedModel(base, build_method(method, base, tokenizer, **hp), VerbalizerReadout.from_words(tokenizer, LABEL_WORDS), task.labels)
     before = evaluate(model, tokenizer, task.split("dev"))
-    config = TuneConfig(lr=lr, max_steps=300, batch_size=16, eval_every=100, patience=0, warmup_steps=5)
+    config = TuneConfig(lr=lr, max_steps=300, batch_size=16, eval_every=100, patience=0, warmup_steps=5, precision="fp32")
     TuneTrainer(model, tokenizer, task, config, tmp_path, log=lambda _: None).fit()
     after = evaluate(model, tokenizer, task.split("dev"))
     assert after["loss"] < before["loss"] - 0.1, (before["loss"], after["loss"])

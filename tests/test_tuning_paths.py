@@ -14,7 +14,7 @@ from minilm import Transformer, generate
 from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID
 from minilm.tuning import (
     METHODS, ClassificationHead, LayerFreezing, LoRA, PrefixTuning, PromptEncoder, SoftPrompt, TaskBank, TunedModel,
-    Verbalizer, build_method,
+    VerbalizerReadout, build_method,
 )
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 
@@ -56,7 +56,7 @@ def test_prefix_tuning_gives_the_same_outputs_and_gradients_through_math_and_sdp
 def test_a_padded_row_with_a_prefix_or_soft_prompt_equals_the_row_alone(causal, method):
     base = Transformer(tiny_config(causal=causal), seed=0).eval()
     m = trained_prefix(base) if method == "prefix" else SoftPrompt.for_base(base, 3, init="random")
-    model = TunedModel(base, m, Verbalizer([[10], [11]])).eval()
+    model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]])).eval()
     ids, mask = padded_batch()
     h, full_mask = model.hidden_states(ids, mask)
     alone, _ = model.hidden_states(ids[2:, :2], mask[2:, :2])
@@ -66,7 +66,7 @@ def test_a_padded_row_with_a_prefix_or_soft_prompt_equals_the_row_alone(causal, 
 
 def test_real_tokens_see_every_prefix_position_and_causally_each_other():
     base = Transformer(tiny_config(), seed=0).eval()
-    model = TunedModel(base, trained_prefix(base), Verbalizer([[10], [11]])).eval()
+    model = TunedModel(base, trained_prefix(base), VerbalizerReadout.from_ids([[10], [11]])).eval()
     ids = random_ids(1, 6)
     mask = torch.ones(1, 6, dtype=torch.long)
     h, _ = model.hidden_states(ids, mask)
@@ -75,7 +75,7 @@ def test_real_tokens_see_every_prefix_position_and_causally_each_other():
     h2, _ = model.hidden_states(changed, mask)
     assert torch.equal(h[0, :4], h2[0, :4]), "a later token changed an earlier position"
     assert not torch.allclose(h[0, 4:], h2[0, 4:])
-    base_only, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), Verbalizer([[10], [11]])).hidden_states(ids, mask)
+    base_only, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])).hidden_states(ids, mask)
     assert not torch.isclose(h[0], base_only[0]).all(dim=-1).any(), "every position attends to the prefix"
 
 
@@ -98,7 +98,7 @@ def test_folding_the_reparameterization_does_not_change_outputs(method):
 def test_a_saved_tuned_model_resumes_training_with_its_reparameterization_network(tmp_path, method):
     base = Transformer(tiny_config(), seed=0)
     m = trained_prefix(base) if method == "prefix" else PromptEncoder.for_base(base, 4, hidden=16)
-    model = TunedModel(base, m, Verbalizer([[10], [11]]))
+    model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]]))
     model.save(tmp_path)
     network = {k: v.clone() for k, v in m.reparameterization_state().items()}
     inference = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
@@ -115,17 +115,17 @@ def test_a_saved_tuned_model_resumes_training_with_its_reparameterization_networ
 
 
 def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentiment_task, tmp_path):
-    from minilm.tasks import load_task
+    from minilm.tuning.tasks import load_task
     from synthetic_task import LABEL_WORDS
 
     state, config, tokenizer = sentiment_base
     task = load_task(sentiment_task)
-    cfg = TuneConfig(lr=3e-3, max_steps=12, batch_size=8, eval_every=4, patience=0, max_eval_examples=16, warmup_steps=2)
+    cfg = TuneConfig(lr=3e-3, max_steps=12, batch_size=8, eval_every=4, patience=0, max_eval_examples=16, warmup_steps=2, precision="fp32")
 
     def fresh():
         base = Transformer(config.__class__(**{**config.to_dict(), "dropout": 0.1}))  # dropout on: its RNG must resume too
         base.load_state_dict(state)
-        return TunedModel(base, PrefixTuning.for_base(base, 3, d_prime=8, hidden=16), Verbalizer.from_words(tokenizer, LABEL_WORDS))
+        return TunedModel(base, PrefixTuning.for_base(base, 3, d_prime=8, hidden=16), VerbalizerReadout.from_words(tokenizer, LABEL_WORDS))
 
     whole = fresh()
     TuneTrainer(whole, tokenizer, task, cfg, tmp_path / "whole", log=lambda _: None).fit()
@@ -159,7 +159,7 @@ def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone(
     mask[3, 4:] = 0
     mixed = bank(ids, mask, tasks)
     for row, task in enumerate(tasks):
-        alone = TunedModel(base, methods[task], Verbalizer([[10], [11]])).eval()
+        alone = TunedModel(base, methods[task], VerbalizerReadout.from_ids([[10], [11]])).eval()
         h, full_mask = alone.hidden_states(ids[row:row + 1], mask[row:row + 1])
         expected = alone.lm_logits(h)[:, h.size(1) - 7:]
         real = mask[row].bool()
@@ -179,7 +179,7 @@ def test_generation_with_a_tuned_model_agrees_with_and_without_the_kv_cache(meth
 
     base = Transformer(tiny_config(), seed=0).eval()
     m = build_method(method, base, **HP[method])
-    model = TunedModel(base, m, Verbalizer([[10], [11]])).eval()
+    model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]])).eval()
     with torch.no_grad():  # move every trainable tensor away from its neutral start, as training would
         g = torch.Generator().manual_seed(7)
         for p in model.trainable().values():
@@ -194,7 +194,7 @@ def test_generation_with_a_tuned_model_agrees_with_and_without_the_kv_cache(meth
 
 def test_generation_counts_the_soft_prompt_against_the_context():
     base = Transformer(tiny_config(max_len=16), seed=0).eval()
-    model = TunedModel(base, SoftPrompt.for_base(base, 6), Verbalizer([[10], [11]]))
+    model = TunedModel(base, SoftPrompt.for_base(base, 6), VerbalizerReadout.from_ids([[10], [11]]))
     with pytest.raises(ValueError, match="after 6 soft-prompt vectors"):
         model.generate(random_ids(1, 5), 6)
 
@@ -236,9 +236,9 @@ def test_prompt_initialisations_come_from_the_vocabulary_the_text_or_its_scale(t
 def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
     ids, mask = padded_batch()
     base = Transformer(tiny_config(), seed=0).eval()
-    reference, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), Verbalizer([[10], [11]])).hidden_states(ids, mask)
+    reference, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])).hidden_states(ids, mask)
     lora = LoRA(rank=2, alpha=4.0)
-    model = TunedModel(base, lora, Verbalizer([[10], [11]])).eval()
+    model = TunedModel(base, lora, VerbalizerReadout.from_ids([[10], [11]])).eval()
     h, _ = model.hidden_states(ids, mask)
     torch.testing.assert_close(h, reference, rtol=0, atol=0)  # B = 0: the update is exactly zero
     with torch.no_grad():
@@ -256,7 +256,7 @@ def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
 def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_tokens():
     base = Transformer(tiny_config(), seed=0).eval()
     words = [[10], [11, 12, 13]]
-    model = TunedModel(base, LayerFreezing("last", 0, 2), Verbalizer(words)).eval()
+    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids(words)).eval()
     ids, mask = padded_batch()
     scores = model(ids, mask)
     for row in range(3):
@@ -271,7 +271,7 @@ def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_toke
 def test_masked_verbalizer_scores_each_token_at_its_own_mask_slot():
     base = Transformer(tiny_config(causal=False), seed=0).eval()
     words = [[10, 20], [11, 12], [13]]
-    model = TunedModel(base, LayerFreezing("last", 0, 2), Verbalizer(words)).eval()
+    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids(words)).eval()
     ids, mask = padded_batch()
     scores = model(ids, mask)
     for row in range(3):
@@ -293,7 +293,7 @@ def test_bad_tuning_settings_are_clear_errors():
     with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
         LoRA(rank=0)
     with pytest.raises(ValueError, match="larger than the model width"):
-        TunedModel(base, LoRA(rank=64), Verbalizer([[10], [11]]))
+        TunedModel(base, LoRA(rank=64), VerbalizerReadout.from_ids([[10], [11]]))
     with pytest.raises(ValueError, match="unknown tuning method 'adapters'"):
         build_method("adapters", base)
     short = Transformer(tiny_config(max_len=8))

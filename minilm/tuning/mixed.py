@@ -5,6 +5,8 @@ and its prefixes (m_t keys/values per layer) in front of every layer's keys. Sho
 are padded on the left with masked positions, which no query attends to and which take no position, so
 every row computes exactly what it would alone:  f([P_t(b); x_b]) with prefix_t(b).
 This is what makes prompt and prefix tuning cheap to serve: one copy of the base, many tasks.
+
+Docs: docs/tuning.md (mixed-task batches).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from minilm.model import Transformer
-from minilm.tuning.method import TuningMethod
-from minilm.tuning.prefix import PrefixTuning, split_layers
+from minilm.tuning.methods.base import TuningMethod
+from minilm.tuning.methods.prefix import PrefixTuning, split_layers
 
 
 class TaskBank(nn.Module):

@@ -7,7 +7,10 @@ Saving writes only what tuning changed:
     tuned.json            method, hyper-parameters, readout, labels, and the SHA-256 of the base's weights
 
 Loading rebuilds the method on the base it was tuned from (checked by the hash) and reproduces its
-outputs exactly.
+outputs exactly. A folder that `tune` writes also holds its settings (tune_args.json), the latest state (last/,
+train_state.pt) and metrics.jsonl; `load_tuned` finds the base run from tuned.json.
+
+Docs: docs/tuning.md (saving and loading), docs/cli.md (the tuned folder).
 """
 
 from __future__ import annotations
@@ -15,22 +18,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minilm.checkpoint import atomic_write
-from minilm.model import Transformer
+from minilm.files import atomic_write, load_tensors, read_json, save_tensors
+from minilm.model import Transformer, complete, generate
+from minilm.outputs import OutputKind
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.heads import ClassificationHead, TemplateVerbalizer, Verbalizer
-from minilm.tuning.method import TuningMethod, count, trainable_parameters
+from minilm.training.run import load_run
+from minilm.training.loop import METRICS_FILE, STATE_FILE
+from minilm.tuning.methods.base import TuningMethod, count, trainable_parameters
+from minilm.tuning.readouts import Readout, readout_from_metadata
+from minilm.tuning.registry import build_method
 
 FORMAT = 1
-TUNED_FILE, REPARAM_FILE, META_FILE = "tuned.safetensors", "reparam.safetensors", "tuned.json"
+TUNED_FILE, REPARAM_FILE, META_FILE, ARGS_FILE, LAST_DIR = "tuned.safetensors", "reparam.safetensors", "tuned.json", "tune_args.json", "last"
+TUNE = OutputKind("tune", "a tuned model", (META_FILE, TUNED_FILE, REPARAM_FILE, STATE_FILE, METRICS_FILE, ARGS_FILE,
+                                            "eval-dev.json", "eval-test.json", f"{LAST_DIR}/", "loss.png"), legacy=(ARGS_FILE,))
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -46,8 +55,8 @@ def weights_sha256(model: nn.Module) -> str:
 class TunedModel(nn.Module):
     """base + method + readout. `method.setup(base)` decides what trains; the readout's parameters always train."""
 
-    def __init__(self, base: Transformer, method: TuningMethod, readout: ClassificationHead | Verbalizer | TemplateVerbalizer,
-                 labels: list[str] | None = None, base_sha256: str | None = None) -> None:
+    def __init__(self, base: Transformer, method: TuningMethod, readout: Readout, labels: list[str] | None = None,
+                 base_sha256: str | None = None) -> None:
         super().__init__()
         self.base_sha256 = base_sha256 or weights_sha256(base)
         self.base, self.method, self.readout = base, method, readout
@@ -74,16 +83,22 @@ class TunedModel(nn.Module):
         """Class scores (B, C) for text ids (B, T) with right padding."""
         return self.readout.scores(self, input_ids, attention_mask)
 
-    @torch.no_grad()
-    def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor:
-        """minilm.generate with this method's soft prompt and prefixes (first step, then the KV cache)."""
-        from minilm.generate import generate
-
+    def generation_inputs(self) -> dict[str, Any]:
+        """What `generate` takes from the method: its soft prompt and per-layer prefixes (first step, then the cache)."""
         layer_prefix = self.method.layer_prefix(1)
         prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
         P = self.method.soft_prompt()
-        return generate(self.base, input_ids, max_new_tokens, prompt_embeds=None if P is None else P.unsqueeze(0),
-                        prefix=prefix, prefix_mask=prefix_mask, **kwargs)
+        return {"prompt_embeds": None if P is None else P.unsqueeze(0), "prefix": prefix, "prefix_mask": prefix_mask}
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor:
+        """minilm.generate with this method's soft prompt and prefixes."""
+        return generate(self.base, input_ids, max_new_tokens, **self.generation_inputs(), **kwargs)
+
+    @torch.no_grad()
+    def complete(self, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, **kwargs: Any) -> str:
+        """minilm.complete (text in, text out, past the context) with this method's soft prompt and prefixes."""
+        return complete(self.base, tokenizer, prompt, max_new_tokens, **self.generation_inputs(), **kwargs)
 
     def max_text_tokens(self) -> int:
         """How many text tokens fit: max_len minus the soft prompt and the readout's own tokens."""
@@ -120,24 +135,18 @@ class TunedModel(nn.Module):
         return state
 
     def metadata(self) -> dict[str, Any]:
-        readout: dict[str, Any] = {"kind": self.readout.kind, "n_classes": self.readout.n_classes}
-        if isinstance(self.readout, Verbalizer):
-            readout["label_token_ids"] = self.readout.label_token_ids
-        elif isinstance(self.readout, TemplateVerbalizer):
-            readout.update(self.readout.metadata())
         return {"format": FORMAT, "method": self.method.name, "hyperparameters": self.method.hyperparameters(),
-                "readout": readout, "labels": self.labels, "base_weights_sha256": self.base_sha256,
+                "readout": self.readout.metadata(), "labels": self.labels, "base_weights_sha256": self.base_sha256,
                 "base_config": self.base.config.to_dict(), "counts": self.counts()}
 
     def save(self, folder: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
         """Write tuned.safetensors (+ reparam.safetensors) and tuned.json into `folder`, each atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        cpu = {k: v.cpu().contiguous() for k, v in self.tuned_state().items()}
-        atomic_write(folder / TUNED_FILE, safetensors.torch.save(cpu))
-        reparam = {k: v.cpu().contiguous() for k, v in self.method.reparameterization_state().items()}
+        save_tensors(self.tuned_state(), folder / TUNED_FILE)
+        reparam = self.method.reparameterization_state()
         if reparam:
-            atomic_write(folder / REPARAM_FILE, safetensors.torch.save(reparam))
+            save_tensors(reparam, folder / REPARAM_FILE)
         elif (folder / REPARAM_FILE).exists():
             (folder / REPARAM_FILE).unlink()
         atomic_write(folder / META_FILE, json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
@@ -148,8 +157,6 @@ class TunedModel(nn.Module):
 
         for_training: also restore the reparameterisation network, so training continues where it stopped.
         """
-        from minilm.tuning import build_method  # the registry imports every method; avoid a cycle
-
         folder = Path(folder)
         meta = read_metadata(folder)
         actual = weights_sha256(base)
@@ -162,18 +169,11 @@ class TunedModel(nn.Module):
         method = build_method(meta["method"], base, **hp)
         if "init" in hp:
             method.init = meta["hyperparameters"]["init"]
-        r = meta["readout"]
-        if r["kind"] == "verbalizer":
-            readout = Verbalizer(r["label_token_ids"])
-        elif r["kind"] == "template":
-            readout = TemplateVerbalizer(r["template"], r["before"], r["after"], r["tail"], r["text_prefix"], r["words"],
-                                         r["length_normalized"])
-        else:
-            readout = ClassificationHead(base.config.d_model, r["n_classes"])
+        readout = readout_from_metadata(meta["readout"], base.config.d_model)
         model = cls(base, method, readout, meta["labels"], base_sha256=actual)
         method.fold()
         model.to(base.tok_emb.weight.device)
-        tensors = _read_safetensors(folder / TUNED_FILE)
+        tensors = load_tensors(folder / TUNED_FILE, "tuned tensors")
         expected = {name: p for name, p in model.trainable().items()}
         missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
         if missing or unexpected:
@@ -185,7 +185,7 @@ class TunedModel(nn.Module):
                     raise ValueError(f"{folder / TUNED_FILE}: {name} is {tuple(tensor.shape)} but the method needs {tuple(expected[name].shape)}")
                 expected[name].copy_(tensor)
         if for_training and (folder / REPARAM_FILE).exists():
-            method.load_reparameterization_state(_read_safetensors(folder / REPARAM_FILE))
+            method.load_reparameterization_state(load_tensors(folder / REPARAM_FILE, "reparameterisation tensors"))
             method.to(base.tok_emb.weight.device)
         return model
 
@@ -194,19 +194,37 @@ def read_metadata(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder} holds no tuned model ({META_FILE} is missing): tune one with `train.py tune`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is damaged ({e}); tune again") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, this minilm reads format {FORMAT}")
+    meta = read_json(path, "tuned model description")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, this minilm reads format {FORMAT}")
     return meta
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the tuned model folder is incomplete")
-    try:
-        return safetensors.torch.load_file(path)
-    except Exception as e:  # safetensors raises its own error type on damaged files
-        raise ValueError(f"{path} is damaged or not a safetensors file ({e})") from None
+def is_tuned(folder: str | os.PathLike[str]) -> bool:
+    """Whether `folder` holds a tuned model (tuned.json) rather than a pretrained run."""
+    return (Path(folder) / META_FILE).is_file()
+
+
+@dataclass
+class TunedRun:
+    """A tuned model loaded for use: the model on its base, the base's tokenizer, and where the base came from."""
+
+    model: TunedModel
+    tokenizer: Tokenizer
+    base_run: str
+
+
+def load_tuned(folder: str | os.PathLike[str], base_run: str | None = None, device: str = "auto") -> TunedRun:
+    """A TunedModel from its folder, on the base run recorded in tuned.json (or `base_run`), in eval mode."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"tuned model folder {folder} does not exist: tune one with "
+                                f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {folder}`")
+    meta = read_metadata(folder)
+    run = base_run or meta.get("base_run")
+    if not run:
+        raise ValueError(f"{folder / META_FILE} does not say which base run it was tuned from: pass --base RUN_DIR")
+    if not base_run and not Path(run).is_dir():
+        raise FileNotFoundError(f"the base run {run} recorded in {folder / META_FILE} does not exist (moved?): pass --base RUN_DIR")
+    base, tokenizer, _ = load_run(run, meta.get("base_weights", "best"), device)
+    return TunedRun(TunedModel.load(folder, base).eval(), tokenizer, str(run))

@@ -1,0 +1,33 @@
+"""`train.py pretrain` (also `python train.py` with no command): pretrain a model on text files.
+
+Docs: docs/training.md, docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from minilm.cli.flags import SUPPRESS, add_settings, given
+from minilm.model import ModelConfig
+from minilm.training import CorpusConfig, TrainConfig, pretrain
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pretrain a model on text files (the default command)",
+                       description="Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume.")
+    add_settings(p.add_argument_group("data"), CorpusConfig)
+    g = p.add_argument_group("model")
+    g.add_argument("--config", metavar="FILE.json", help="a model config.json; flags given here override it")
+    add_settings(g, ModelConfig)
+    g = p.add_argument_group("training")
+    add_settings(g, TrainConfig)
+    g.add_argument("--out", default=SUPPRESS, metavar="DIR", help="run directory (default: runs/<objective>)")
+    g.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds a run (replaces only its run files)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    pretrain(given(args, "config"), resume=args.resume, overwrite=args.overwrite, config_file=args.config)
+    return 0

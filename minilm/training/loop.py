@@ -1,0 +1,278 @@
+"""The one training loop: what pretraining, tuning and instruction tuning share, written once.
+
+    for t in 0 .. S-1:
+        eta = eta(t)                                   warm-up + cosine (minilm.training.optimizer)
+        g = grad L(batch_t)                            the subclass's forward_backward (autocast, accumulation, DDP)
+        g = g * min(1, c / ||g||)                      clipping at grad_clip
+        theta = AdamW(theta, g, eta, lambda)           the one weight-decay rule: matrices of linear layers only
+        every log_every steps:  a progress line (step, loss, lr, tokens or examples per second, ETA) and metrics.jsonl
+        every eval_every steps: evaluate; keep the best checkpoint; write the training state; stop early after
+                                `patience` evaluations without a better value of the chosen metric
+
+A subclass says how one step's loss is computed (`forward_backward`), how it evaluates, what "best" saves and what
+else its checkpoint holds (the data position). Every file is written atomically, and the training state holds the
+weights, the optimizer, the step, the random generators and the data position, so `resume=True` continues bitwise
+where an interrupted run stopped. Under `torchrun` (pretraining) only rank 0 evaluates and writes.
+
+Docs: docs/training.md (one optimizer step; checkpoints, early stopping and exact resume).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from minilm.files import atomic_write, load_state, save_state
+from minilm.settings import check_fields, setting
+from minilm.training.device import DEVICES, PRECISIONS, autocast, resolve_device, resolve_precision
+from minilm.training.optimizer import learning_rate, make_optimizer
+
+STATE_FILE, METRICS_FILE = "train_state.pt", "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What every loop reads. Each trainer's config subclasses it and sets its own defaults (settings.override)."""
+
+    max_steps: int = setting(2000, "optimizer steps", check="positive")
+    lr: float = setting(1e-3, "peak learning rate", check="positive")
+    min_lr: float | None = setting(0.0, "learning rate at the end of the cosine decay", check="non_negative", type=float)
+    warmup_steps: int = setting(100, "linear warm-up steps", check="non_negative")
+    weight_decay: float = setting(0.0, "AdamW weight decay on the weight matrices of linear layers", check="non_negative")
+    beta1: float = setting(0.9, "AdamW beta1", check="probability")
+    beta2: float = setting(0.999, "AdamW beta2", check="probability")
+    grad_clip: float = setting(1.0, "largest gradient norm; larger gradients are scaled down to it", check="positive")
+    eval_every: int = setting(200, "steps between evaluations and checkpoints", check="positive")
+    log_every: int = setting(20, "steps between progress lines", check="positive")
+    patience: int = setting(0, "stop after this many evaluations without improvement; 0 = never", check="non_negative")
+    seed: int = setting(0, "seed of the data order and dropout", check="non_negative")
+    device: str = setting("auto", "auto = cuda when available", choices=DEVICES)
+    precision: str = setting("auto", "bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes bf16 natively",
+                             choices=PRECISIONS)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.lr is not None and self.min_lr is not None and self.min_lr > self.lr:
+            raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where this process sits in a torchrun launch (rank 0 of 1 when started plainly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Processes:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Forget the metrics logged after `step` (a resumed run does those steps again)."""
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write(path, "".join(line + "\n" for line in kept))
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Loop(ABC):
+    """The loop of the module docstring. Subclasses set the class attributes and implement the hooks below."""
+
+    kind: ClassVar[str] = ""
+    """Written into train_state.pt; a state written by another kind of loop is refused on resume."""
+    unit: ClassVar[str] = "examples"
+    """What the progress line counts per second: "tokens" or "examples"."""
+    eval_split: ClassVar[str] = "dev"
+    metric: ClassVar[str] = "loss"
+    """The evaluation number that picks the best checkpoint and drives early stopping."""
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, config: LoopConfig, out_dir: str | os.PathLike[str], log: Callable[[str], None] = print,
+                 procs: Processes | None = None) -> None:
+        self.config, self.out_dir, self.procs = config, Path(out_dir), procs or Processes()
+        self.log = log if self.procs.is_main else (lambda _: None)
+        self.device = torch.device(resolve_device(config.device))
+        if self.device.type == "cuda" and self.procs.world_size > 1:
+            self.device = torch.device("cuda", self.procs.local_rank)
+        self.precision = resolve_precision(config.precision, self.device.type)
+        torch.manual_seed(config.seed + self.procs.rank)  # dropout draws from the global generator
+        self.model = model.to(self.device).train()
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.beta1, config.beta2))
+        self.step, self.evals_since_best, self.seen = 0, 0, 0
+        self.best = -math.inf if self.higher_is_better else math.inf
+        self.train_seconds = 0.0
+        """Time spent in training steps (evaluations and checkpoints excluded), this process only."""
+
+    # ---- what a subclass provides --------------------------------------------------------------------------
+    @abstractmethod
+    def forward_backward(self) -> tuple[float, int]:
+        """Compute this step's loss and call backward on it; return (mean loss, tokens or examples processed)."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, Any]:
+        """The evaluation numbers; `metric` is one of them."""
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        """The evaluation line's numbers."""
+        return f"{self.eval_split} {self.metric} {metrics[self.metric]:.4f}"
+
+    def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What of the evaluation goes into metrics.jsonl."""
+        return metrics
+
+    @abstractmethod
+    def save_best(self, metrics: dict[str, Any]) -> None:
+        """Write the best checkpoint (called when `metric` improved)."""
+
+    @abstractmethod
+    def write_checkpoint(self) -> None:
+        """Write the latest model for inference beside the training state."""
+
+    @abstractmethod
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The subclass's part of train_state.pt: the trained tensors and the data position."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load `checkpoint_state`'s part back."""
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def autocast(self):
+        return autocast(self.precision, self.device)
+
+    def train_step(self) -> float:
+        """One optimizer step: set eta(t), forward and backward, clip, AdamW; returns the step's mean loss."""
+        lr = learning_rate(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, items = self.forward_backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.seen += items
+        return loss
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to max_steps or until `patience` evaluations pass without a better `metric`. `stop_at` ends the loop
+        before that step without saving, like a crash (how tests check that resuming is exact)."""
+        cfg = self.config
+        start_step, start_seen, start, losses = self.step, self.seen, time.perf_counter(), []
+        stopped_early = False
+        try:
+            while self.step < cfg.max_steps and not stopped_early:
+                if stop_at is not None and self.step >= stop_at:
+                    return {"step": self.step, "interrupted": True}
+                step_start = time.perf_counter()
+                losses.append(self.train_step())
+                self.train_seconds += time.perf_counter() - step_start
+                if self.step % cfg.log_every == 0 or self.step == 1:
+                    self._progress(losses, time.perf_counter() - start, self.step - start_step, self.seen - start_seen)
+                    losses = []
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    stopped_early = self._evaluate_and_checkpoint(time.perf_counter() - start)
+        except KeyboardInterrupt:
+            self.log(f"\ninterrupted at step {self.step}; the last checkpoint in {self.out_dir} is intact: continue it "
+                     "with --resume")
+            raise
+        return {"step": self.step, "stopped_early": stopped_early, f"best_{self.eval_split}_{self.metric}": self.best}
+
+    def _progress(self, losses: list[float], elapsed: float, steps: int, items: int) -> None:
+        per_step, rate = elapsed / steps, items / elapsed
+        record = {"step": self.step, "split": "train", "loss": sum(losses) / len(losses), "lr": learning_rate(self.step - 1, self.config),
+                  f"{self.unit}_per_s": rate, self.unit: self.seen, "step_s": per_step, "elapsed_s": elapsed}
+        speed = f"{rate / 1e3:.1f}k tok/s" if self.unit == "tokens" else f"{rate:.0f} ex/s"
+        self.log(f"step {self.step:>6}/{self.config.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | {speed} | "
+                 f"ETA {format_duration(per_step * (self.config.max_steps - self.step))}")
+        self._write_metrics(record)
+
+    def _evaluate_and_checkpoint(self, elapsed: float) -> bool:
+        """Evaluate, keep the best checkpoint, write the training state; True when patience ran out."""
+        stop = torch.zeros(1)
+        if self.procs.is_main:
+            metrics = self.evaluate()
+            value = metrics[self.metric]
+            improved = value > self.best if self.higher_is_better else value < self.best
+            if improved:
+                self.best, self.evals_since_best = value, 0
+                self.save_best(metrics)
+            else:
+                self.evals_since_best += 1
+            self.log(f"eval step {self.step}: {self.describe(metrics)}"
+                     + (" | best" if improved else f" | no improvement for {self.evals_since_best} evals"))
+            self._write_metrics({"step": self.step, "split": self.eval_split, "elapsed_s": elapsed, **self.record(metrics)})
+            if self.config.patience and self.evals_since_best >= self.config.patience:
+                self.log(f"early stop: {self.eval_split} {self.metric.replace('_', ' ')} has not improved for "
+                         f"{self.config.patience} evaluations")
+                stop[0] = 1
+        self._save_state()
+        if self.procs.world_size > 1:
+            dist.broadcast(stop, src=0)
+        return bool(stop.item())
+
+    # ---- files ----------------------------------------------------------------------------------------------
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        if self.procs.is_main:
+            with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _save_state(self) -> None:
+        rng_states = [torch.get_rng_state()]
+        if self.procs.world_size > 1:  # each process's dropout generator, so a resumed DDP run is exact too
+            gathered: list[Any] = [None] * self.procs.world_size
+            dist.all_gather_object(gathered, torch.get_rng_state())
+            rng_states = gathered
+        if not self.procs.is_main:
+            return
+        self.write_checkpoint()
+        save_state({"kind": self.kind, "step": self.step, "optimizer": self.optimizer.state_dict(), "rng_states": rng_states,
+                    "best": self.best, "evals_since_best": self.evals_since_best, "seen": self.seen,
+                    "world_size": self.procs.world_size, **self.checkpoint_state()}, self.out_dir / STATE_FILE)
+
+    def upgrade_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A state in an older layout, in today's (a subclass that changed its layout reads the old one here)."""
+        return state
+
+    def load_checkpoint(self) -> None:
+        """Continue from OUT/train_state.pt: weights, optimizer, step, generators, data position."""
+        path = self.out_dir / STATE_FILE
+        state = self.upgrade_state(load_state(path))
+        if state.get("kind") != self.kind:
+            raise ValueError(f"{path} is not the training state of a {self.kind} run (it says {state.get('kind')!r}): "
+                             "resume it with the command that wrote it, or start a new run in another --out")
+        self.restore(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        rng_states = state["rng_states"]
+        if len(rng_states) == self.procs.world_size:
+            torch.set_rng_state(rng_states[self.procs.rank])
+        self.step, self.best, self.evals_since_best, self.seen = state["step"], state["best"], state["evals_since_best"], state["seen"]
+        if self.procs.is_main:
+            truncate_metrics(self.out_dir / METRICS_FILE, self.step)
+        self.log(f"resumed from step {self.step}")

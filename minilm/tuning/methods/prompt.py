@@ -1,0 +1,114 @@
+"""Prompt tuning (Lester et al. 2021): n trainable vectors in front of the input embeddings.
+
+    h_0 = [P; E[x]] + pos          P in R^{n x d}, the "soft prompt" (n virtual tokens)
+    min_P  L(y, f_theta([P; E[x]]))   theta (the whole base model) frozen
+
+The virtual tokens take positions 0..n-1 like real tokens, are attended to by every real token (and
+causally by the later ones), and never are padding. Trainable numbers: n d.
+
+Docs: docs/tuning.md (prompt tuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from minilm.model import Transformer
+from minilm.settings import check_fields, setting
+from minilm.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
+from minilm.tuning.methods.base import TuningMethod, check_positive_int
+
+INITS = ("random", "vocab", "text")
+
+
+def check_init(spec: str) -> str:
+    """A prompt initialisation as written on the command line: random, vocab or text:"some words"."""
+    if spec in ("random", "vocab") or (spec.startswith("text:") and spec[len("text:"):].strip()):
+        return spec
+    raise ValueError(f'expected random, vocab or text:"some words", got {spec!r}')
+
+
+INIT_HELP = 'soft prompt start: random, vocab (embeddings of random tokens) or text:"words" (their embeddings)'
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """Prompt tuning's settings: its hyper-parameters in tuned.json and its flags."""
+
+    prompt_len: int = setting(8, "soft prompt vectors", check="positive", metavar="N")
+    init: str = setting("vocab", INIT_HELP, parse=check_init)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_init(self.init)
+
+
+def initial_prompt(base: Transformer, n: int, init: str, seed: int, tokenizer: Tokenizer | None = None, text: str | None = None) -> Tensor:
+    """P at step 0, (n, d):
+
+    random  P_ij ~ N(0, s^2), s the standard deviation of the base's token embeddings E
+    vocab   n rows of E drawn without replacement from the ordinary (non-special) tokens
+    text    the embeddings of `text`'s tokens (e.g. the task description or the label words), cut to n;
+            if the text has fewer than n tokens the remaining rows are drawn as in `vocab`
+    """
+    E = base.tok_emb.weight.detach()
+    V, d = E.shape
+    generator = torch.Generator().manual_seed(seed)
+    if init == "random":
+        return torch.randn(n, d, generator=generator) * E.float().std().item()
+    if init not in ("vocab", "text"):
+        raise ValueError(f"unknown prompt initialisation {init!r}: use random, vocab or text:\"...\"")
+    rows = []
+    if init == "text":
+        if tokenizer is None or not text:
+            raise ValueError("text initialisation needs a tokenizer and a non-empty text, e.g. --init text:\"is this review positive?\"")
+        rows = tokenizer.encode(text)[:n]
+    ordinary = torch.arange(NUM_SPECIAL_TOKENS, V)
+    drawn = ordinary[torch.randperm(V - NUM_SPECIAL_TOKENS, generator=generator)[: n - len(rows)]].tolist()
+    return E[torch.tensor(rows + drawn, dtype=torch.long)].float().cpu().clone()
+
+
+def parse_init(spec: str) -> tuple[str, str | None]:
+    """'random' | 'vocab' | 'text:...' -> (kind, text)."""
+    if spec.startswith("text:"):
+        return "text", spec[len("text:"):]
+    if spec not in ("random", "vocab"):
+        raise ValueError(f"unknown prompt initialisation {spec!r}: use random, vocab or text:\"...\"")
+    return spec, None
+
+
+class SoftPrompt(TuningMethod):
+    """Prompt tuning: the soft prompt P (n, d) is the only trainable tensor (n d numbers)."""
+
+    name = "prompt"
+    mixable = True
+
+    def __init__(self, prompt_len: int, d_model: int, init: str = PromptSettings.init, seed: int = 0) -> None:
+        super().__init__()
+        check_positive_int("prompt length", prompt_len)
+        self.init, self.seed = init, seed
+        self.P = nn.Parameter(torch.zeros(prompt_len, d_model))
+
+    @classmethod
+    def for_base(cls, base: Transformer, prompt_len: int = PromptSettings.prompt_len, init: str = PromptSettings.init, *,
+                 seed: int = 0, tokenizer: Tokenizer | None = None) -> SoftPrompt:
+        """A soft prompt for `base`, initialised as `init` says ('random', 'vocab' or 'text:...')."""
+        method = cls(prompt_len, base.config.d_model, init, seed)
+        kind, text = parse_init(init)
+        with torch.no_grad():
+            method.P.copy_(initial_prompt(base, prompt_len, kind, seed, tokenizer, text))
+        return method
+
+    @property
+    def prompt_length(self) -> int:
+        return self.P.size(0)
+
+    def soft_prompt(self) -> Tensor:
+        return self.P
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"prompt_len": self.prompt_length, "init": self.init, "seed": self.seed}

@@ -1,0 +1,108 @@
+"""Prompt encoder (P-tuning style): the soft prompt is the output of a small network, p = g_phi(u).
+
+    P = g_phi(U) = U + W_2 tanh(W_1 U + b_1) + b_2        row by row; U in R^{n x d} trainable inputs
+    h_0 = [P; E[x]] + pos                                  as in prompt tuning
+
+phi = (U, W_1, b_1, W_2, b_2) trains; the base is frozen unless `train_base` (full-model prompt tuning:
+phi and theta together). W_2 and b_2 start at 0, so P = U at step 0 (U is initialised like a soft
+prompt). The network couples the prompt vectors through shared weights, which can make training
+steadier than updating every vector on its own.
+
+After training the network is folded away: P is computed once and stored as plain vectors (n d
+numbers), exactly what prompt tuning stores. The network's own tensors are saved too, so training
+can resume from a folded checkpoint.
+
+Docs: docs/tuning.md (prompt encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from minilm.model import Transformer
+from minilm.settings import check_fields, setting
+from minilm.tokenizer import Tokenizer
+from minilm.tuning.methods.base import Reparameterized, check_positive_int
+from minilm.tuning.methods.prompt import INIT_HELP, PromptSettings, check_init, initial_prompt, parse_init
+
+
+@dataclass(frozen=True)
+class PromptEncoderSettings:
+    """The prompt encoder's settings: its hyper-parameters in tuned.json and its flags."""
+
+    prompt_len: int = setting(PromptSettings.prompt_len, "soft prompt vectors", check="positive", metavar="N")
+    hidden: int = setting(256, "hidden width of the prompt encoder", flag="--encoder-hidden", check="positive", metavar="H")
+    init: str = setting(PromptSettings.init, INIT_HELP, parse=check_init)
+    train_base: bool = setting(False, "train the base together with the prompt (full-model prompt tuning)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_init(self.init)
+
+
+class PromptMLP(nn.Module):
+    """g_phi(U) = U + W_2 tanh(W_1 U + b_1) + b_2: a residual two-layer network applied to each row of U."""
+
+    def __init__(self, prompt_len: int, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.U = nn.Parameter(torch.zeros(prompt_len, d_model))
+        self.W_1 = nn.Linear(d_model, hidden)
+        self.W_2 = nn.Linear(hidden, d_model)
+        nn.init.zeros_(self.W_2.weight)
+        nn.init.zeros_(self.W_2.bias)
+
+    def forward(self) -> Tensor:
+        return self.U + self.W_2(torch.tanh(self.W_1(self.U)))
+
+
+class PromptEncoder(Reparameterized):
+    """A soft prompt produced by `PromptMLP` while training; plain vectors P once folded."""
+
+    name = "prompt-encoder"
+    mixable = True
+    network_attr, output_attr = "encoder", "P"
+
+    def __init__(self, prompt_len: int, d_model: int, hidden: int = PromptEncoderSettings.hidden,
+                 init: str = PromptEncoderSettings.init, seed: int = 0, train_base: bool = PromptEncoderSettings.train_base) -> None:
+        super().__init__()
+        check_positive_int("prompt length", prompt_len)
+        check_positive_int("prompt encoder hidden width", hidden)
+        self.d_model, self.hidden, self.init, self.seed, self.train_base = d_model, hidden, init, seed, train_base
+        self.encoder: PromptMLP | None = PromptMLP(prompt_len, d_model, hidden)
+        self.register_parameter("P", None)
+        self._prompt_len = prompt_len
+
+    @classmethod
+    def for_base(cls, base: Transformer, prompt_len: int = PromptEncoderSettings.prompt_len,
+                 hidden: int = PromptEncoderSettings.hidden, init: str = PromptEncoderSettings.init,
+                 train_base: bool = PromptEncoderSettings.train_base, *, seed: int = 0,
+                 tokenizer: Tokenizer | None = None) -> PromptEncoder:
+        method = cls(prompt_len, base.config.d_model, hidden, init, seed, train_base)
+        kind, text = parse_init(init)
+        assert method.encoder is not None
+        with torch.no_grad():
+            method.encoder.U.copy_(initial_prompt(base, prompt_len, kind, seed, tokenizer, text))
+            g = torch.Generator().manual_seed(seed + 1)
+            nn.init.normal_(method.encoder.W_1.weight, 0.0, 1.0 / hidden**0.5, generator=g)
+        return method
+
+    def new_network(self) -> PromptMLP:
+        return PromptMLP(self._prompt_len, self.d_model, self.hidden)
+
+    def setup(self, base: Transformer) -> None:
+        base.requires_grad_(self.train_base)
+
+    @property
+    def prompt_length(self) -> int:
+        return self._prompt_len
+
+    def soft_prompt(self) -> Tensor:
+        """P (n, d): g_phi(U) while training, the stored vectors once folded."""
+        return self.computed()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"prompt_len": self._prompt_len, "hidden": self.hidden, "init": self.init, "seed": self.seed, "train_base": self.train_base}
