@@ -60,8 +60,12 @@ def time_ms(fn, repeats: int, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS),
-                        help="default: math sdpa, and triton on CUDA (on CPU it needs TRITON_INTERPRET=1 and is no benchmark)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=list(BACKENDS),
+        help="default: math sdpa, and triton on CUDA (on CPU it needs TRITON_INTERPRET=1 and is no benchmark)",
+    )
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--seq-lens", nargs="+", type=int, default=[128, 256, 512])
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64])
@@ -77,24 +81,31 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     backends = args.backends or (["math", "sdpa", "triton"] if args.device == "cuda" else ["math", "sdpa"])
 
-    print(f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} dtype={args.dtype} "
-          f"B={args.batch} h={args.heads} P={args.prefix_len}")
-    print("| case | T | d_k | backend | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | peak MiB | vs math | vs sdpa |")
+    print(
+        f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} dtype={args.dtype} "
+        f"B={args.batch} h={args.heads} P={args.prefix_len}"
+    )
+    print(
+        "| case | T | d_k | backend | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | peak MiB | "
+        "vs math | vs sdpa |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         for T in args.seq_lens:
             for d_k in args.head_dims:
-                q, k, v, key_mask, causal = make_inputs(case, args.batch, args.heads, T, d_k, args.prefix_len, dtype, args.device)
+                q, k, v, key_mask, causal = make_inputs(
+                    case, args.batch, args.heads, T, d_k, args.prefix_len, dtype, args.device
+                )
                 fwd_flops = 4 * args.batch * args.heads * T * k.size(2) * d_k * (0.5 if causal else 1.0)
                 rows = {}
                 for backend in backends:
                     qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
 
-                    def forward(qg=qg, kg=kg, vg=vg, backend=backend):
+                    def forward(qg=qg, kg=kg, vg=vg, backend=backend, causal=causal, key_mask=key_mask):
                         with torch.no_grad():
                             attention(qg, kg, vg, causal, key_mask, 0.0, backend)
 
-                    def forward_backward(qg=qg, kg=kg, vg=vg, backend=backend):
+                    def forward_backward(qg=qg, kg=kg, vg=vg, backend=backend, causal=causal, key_mask=key_mask):
                         attention(qg, kg, vg, causal, key_mask, 0.0, backend).sum().backward()
 
                     try:
@@ -110,8 +121,10 @@ def main() -> None:
                 for backend, (fwd, fwd_bwd, peak) in rows.items():
                     ratios = [f"{rows[peer][1] / fwd_bwd:.2f}x" if peer in rows else "-" for peer in ("math", "sdpa")]
                     peak_text = f"{peak:.0f}" if peak == peak else "-"
-                    print(f"| {case} | {T} | {d_k} | {backend} | {fwd:.2f} | {fwd_flops / fwd / 1e9:.3f} | {fwd_bwd:.2f} | "
-                          f"{3.5 * fwd_flops / fwd_bwd / 1e9:.3f} | {peak_text} | {' | '.join(ratios)} |")
+                    print(
+                        f"| {case} | {T} | {d_k} | {backend} | {fwd:.2f} | {fwd_flops / fwd / 1e9:.3f} | "
+                        f"{fwd_bwd:.2f} | {3.5 * fwd_flops / fwd_bwd / 1e9:.3f} | {peak_text} | {' | '.join(ratios)} |"
+                    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     base = ModelConfig(causal=not args.masked, max_len=max(args.seq_len, ModelConfig.max_len), dropout=0.0)
-    ids = torch.randint(7, base.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(0)).to(args.device)
-    print(f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"objective={'masked' if args.masked else 'causal'} batch={args.batch}x{args.seq_len} "
-          f"d={base.d_model} h={base.n_heads} L={base.n_layers}")
+    ids = torch.randint(7, base.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(0)).to(
+        args.device
+    )
+    print(
+        f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"objective={'masked' if args.masked else 'causal'} batch={args.batch}x{args.seq_len} "
+        f"d={base.d_model} h={base.n_heads} L={base.n_layers}"
+    )
     print("| backend | ms / step | tokens/s | speed vs math |")
     print("|---|---|---|---|")
     results = {}
@@ -45,7 +49,7 @@ def main() -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         generator = torch.Generator(device=args.device).manual_seed(0)
 
-        def step() -> None:
+        def step(model=model, optimizer=optimizer, generator=generator) -> None:
             if args.masked:
                 corrupted, labels = mask_tokens(ids, base.vocab_size, generator)
                 loss = masked_lm_loss(model(corrupted), labels)
@@ -65,7 +69,10 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         results[backend] = statistics.median(times)
     for backend, seconds in results.items():
-        print(f"| {backend} | {seconds * 1e3:.1f} | {args.batch * args.seq_len / seconds:,.0f} | {results['math'] / seconds:.2f}x |")
+        print(
+            f"| {backend} | {seconds * 1e3:.1f} | {args.batch * args.seq_len / seconds:,.0f} | "
+            f"{results['math'] / seconds:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

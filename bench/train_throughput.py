@@ -30,7 +30,8 @@ MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s, with
         is counted too, by convention).
 
 Peak is *measured* in the same run, on the same device and threads: the FLOP/s of a large square
-matmul (2 n^3 FLOPs, n = --peak-size) in float32 and in bfloat16, the fastest of 10 runs after a second of warm-up; fp32 rows
+matmul (2 n^3 FLOPs, n = --peak-size) in float32 and in bfloat16, the fastest of 10 runs after a second of warm-up; \
+fp32 rows
 are divided by the fp32 peak and bf16 rows by the bf16 peak. Both models do the same model FLOPs,
 so the ratio column (minilm tokens/s / GPT-2 tokens/s at the same precision and optimizer) is also
 the MFU ratio.
@@ -216,8 +217,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     parser.add_argument("--optimizer", nargs="+", default=["foreach", "fused"], choices=["foreach", "fused"])
-    parser.add_argument("--models", nargs="+", default=["minilm", "gpt2"], choices=list(BUILDERS),
-                        help="minilm-written-ln: minilm with the op-by-op LayerNorm instead of the fused kernel")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["minilm", "gpt2"],
+        choices=list(BUILDERS),
+        help="minilm-written-ln: minilm with the op-by-op LayerNorm instead of the fused kernel",
+    )
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmul that measures peak FLOP/s")
     args = parser.parse_args()
 
@@ -246,8 +252,11 @@ def main() -> None:
     )
     if hasattr(os, "getloadavg"):  # other work on the machine slows every row; check before trusting a table
         print(f"# load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
-    print("# measured peak: " + ", ".join(f"{name} {flops / 1e9:,.1f} GFLOP/s" for name, flops in peaks.items())
-          + f" ({args.peak_size}^3 matmul)")
+    print(
+        "# measured peak: "
+        + ", ".join(f"{name} {flops / 1e9:,.1f} GFLOP/s" for name, flops in peaks.items())
+        + f" ({args.peak_size}^3 matmul)"
+    )
 
     rows = []
     for text, batch in zip(args.configs, batches):
@@ -261,8 +270,10 @@ def main() -> None:
             for model in args.models
         ]
         counts = {v.model_name: v.n_params for v in variants}
-        print(f"# {size.name}: batch {batch}, {size.n_heads} heads, parameters {counts}, "
-              f"model FLOPs/token 6N + 12LTd = {size.flops_per_token() / 1e6:.2f} M (N = {size.matmul_params():,})")
+        print(
+            f"# {size.name}: batch {batch}, {size.n_heads} heads, parameters {counts}, "
+            f"model FLOPs/token 6N + 12LTd = {size.flops_per_token() / 1e6:.2f} M (N = {size.matmul_params():,})"
+        )
         for variant in variants:
             for _ in range(args.warmup):
                 variant.step(ids)
@@ -297,17 +308,23 @@ def main() -> None:
             peer = speed[("gpt2", size_name, *baseline)]
             best = max((k for k in speed if k[0] == "minilm" and k[1] == size_name), key=speed.get, default=None)
             if best is not None:
-                print(f"# {size_name}: fastest minilm ({best[2]}, {best[3]}) is {speed[best] / peer:.2f}x "
-                      f"GPT-2 at fp32 + foreach AdamW")
+                print(
+                    f"# {size_name}: fastest minilm ({best[2]}, {best[3]}) is {speed[best] / peer:.2f}x "
+                    f"GPT-2 at fp32 + foreach AdamW"
+                )
 
     print()  # each lever alone: the same model and config with one setting changed
     for (model, size_name, precision, optimizer), tokens_per_s in speed.items():
         if precision == "bf16" and (model, size_name, "fp32", optimizer) in speed:
-            print(f"# {model} {size_name} {optimizer}: bf16 autocast / fp32 = "
-                  f"{tokens_per_s / speed[(model, size_name, 'fp32', optimizer)]:.2f}x")
+            print(
+                f"# {model} {size_name} {optimizer}: bf16 autocast / fp32 = "
+                f"{tokens_per_s / speed[(model, size_name, 'fp32', optimizer)]:.2f}x"
+            )
         if optimizer == "fused" and (model, size_name, precision, "foreach") in speed:
-            print(f"# {model} {size_name} {precision}: fused / foreach AdamW = "
-                  f"{tokens_per_s / speed[(model, size_name, precision, 'foreach')]:.2f}x")
+            print(
+                f"# {model} {size_name} {precision}: fused / foreach AdamW = "
+                f"{tokens_per_s / speed[(model, size_name, precision, 'foreach')]:.2f}x"
+            )
 
 
 if __name__ == "__main__":

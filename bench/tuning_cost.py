@@ -68,6 +68,7 @@ MiB = 1 << 20
 
 def check_cpu_peak() -> float:
     """Profiled peak in MiB of: allocate 1 MiB, 0.25 MiB, free the 1 MiB, allocate 3 MiB (exactly 3.25 if right)."""
+
     def known() -> None:
         a = torch.empty(MiB, dtype=torch.uint8)
         b = torch.empty(MiB // 4, dtype=torch.uint8)
@@ -89,8 +90,12 @@ def method_hyperparameters(args: argparse.Namespace) -> dict[str, dict[str, Any]
     return {
         "prompt": {"prompt_len": args.prompt_len, "init": "vocab", "seed": 0},
         "prompt-encoder": {"prompt_len": args.prompt_len, "hidden": args.hidden},
-        "prefix": {"prefix_len": args.prefix_len, "d_prime": args.d_prime, "hidden": args.hidden,
-                   "reparameterize": not args.no_reparameterize},
+        "prefix": {
+            "prefix_len": args.prefix_len,
+            "d_prime": args.d_prime,
+            "hidden": args.hidden,
+            "reparameterize": not args.no_reparameterize,
+        },
         "freeze": parse_freeze(args.freeze),
         "bitfit": {},
         "lora": {"rank": args.lora_rank, "alpha": args.lora_alpha},
@@ -101,8 +106,9 @@ def method_hyperparameters(args: argparse.Namespace) -> dict[str, dict[str, Any]
 class Run:
     """One method on its own fresh base, with its optimiser, ready to take training steps."""
 
-    def __init__(self, name: str, hp: dict[str, Any], config: ModelConfig, readout: str, n_classes: int,
-                 device: str) -> None:
+    def __init__(
+        self, name: str, hp: dict[str, Any], config: ModelConfig, readout: str, n_classes: int, device: str
+    ) -> None:
         self.name, self.hp, self.device = name, hp, device
         base = Transformer(config, seed=0)
         method = build_method(name, base, **hp)
@@ -152,8 +158,13 @@ class Run:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                        help="methods to measure (full fine-tuning is always added: the ratios need it)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="methods to measure (full fine-tuning is always added: the ratios need it)",
+    )
     g = parser.add_argument_group("base model (defaults: the default pretraining model of train.py)")
     g.add_argument("--vocab", type=int, default=1024)
     g.add_argument("--layers", type=int, default=4)
@@ -171,16 +182,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--batch", type=int, default=16, help="rows per step (the tuning trainer's default)")
     g.add_argument("--seq", type=int, default=64, help="real text tokens per row")
     g.add_argument("--steps", type=int, default=10, help="timed steps per method (median reported)")
-    g.add_argument("--warmup", type=int, default=3,
-                   help="untimed steps per method first (at least 1: creates AdamW's state)")
+    g.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps per method first (at least 1: creates AdamW's state)"
+    )
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     g.add_argument("--json", metavar="FILE", help="also write the settings and numbers here")
     g = parser.add_argument_group("method hyper-parameters")
     g.add_argument("--prompt-len", type=int, default=20, help="prompt, prompt-encoder: soft prompt length")
     g.add_argument("--prefix-len", type=int, default=16, help="prefix: prefix length")
-    g.add_argument("--hidden", type=int, default=256,
-                   help="prompt-encoder, prefix: hidden width of the reparameterisation MLP")
+    g.add_argument(
+        "--hidden", type=int, default=256, help="prompt-encoder, prefix: hidden width of the reparameterisation MLP"
+    )
     g.add_argument("--d-prime", type=int, default=64, help="prefix: width d' of the MLP's input P'")
     g.add_argument("--no-reparameterize", action="store_true", help="prefix: train the prefixes directly, no MLP")
     g.add_argument("--freeze", default="last:1", metavar="RECIPE:K", help="freeze: train the first or last K blocks")
@@ -199,16 +212,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = list(dict.fromkeys([*args.methods, "full"]))
-    config = ModelConfig(vocab_size=args.vocab, d_model=args.width, n_heads=args.heads, n_layers=args.layers,
-                         d_ff=args.ffn or 4 * args.width, max_len=args.context, dropout=args.dropout,
-                         causal=args.causal)
+    config = ModelConfig(
+        vocab_size=args.vocab,
+        d_model=args.width,
+        n_heads=args.heads,
+        n_layers=args.layers,
+        d_ff=args.ffn or 4 * args.width,
+        max_len=args.context,
+        dropout=args.dropout,
+        causal=args.causal,
+    )
     hps = method_hyperparameters(args)
     runs = [Run(name, hps[name], config, args.readout, args.classes, args.device) for name in methods]
     for run in runs:
         room = run.model.max_text_tokens()
         if args.seq > room:
-            raise SystemExit(f"--seq {args.seq} does not fit {run.name}: the context of {args.context} leaves room for "
-                             f"{room} text tokens; use a shorter --seq or a longer --context")
+            raise SystemExit(
+                f"--seq {args.seq} does not fit {run.name}: the context of {args.context} leaves room for "
+                f"{room} text tokens; use a shorter --seq or a longer --context"
+            )
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(NUM_SPECIAL_TOKENS, args.vocab, (args.batch, args.seq), generator=g).to(args.device)
@@ -219,16 +241,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     flags = " ".join(f"--{key.replace('_', '-')}={value}" for key, value in settings.items() if key != "methods")
     print(f"# tuning cost: --methods {' '.join(methods)} {flags}")
-    print(f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"base: V={config.vocab_size} L={config.n_layers} d={config.d_model} h={config.n_heads} d_ff={config.d_ff} "
-          f"max_len={config.max_len} {'causal' if config.causal else 'masked'}, {runs[0].counts['base']:,} parameters; "
-          f"batch {args.batch}x{args.seq} tokens, {args.classes} classes, {args.readout} readout")
+    print(
+        f"# device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"base: V={config.vocab_size} L={config.n_layers} d={config.d_model} h={config.n_heads} d_ff={config.d_ff} "
+        f"max_len={config.max_len} {'causal' if config.causal else 'masked'}, {runs[0].counts['base']:,} parameters; "
+        f"batch {args.batch}x{args.seq} tokens, {args.classes} classes, {args.readout} readout"
+    )
     print("# hyper-parameters: " + "; ".join(f"{name} {hps[name]}" for name in methods if hps[name]))
     cpu_check = None
     if args.device == "cpu":
         cpu_check = check_cpu_peak()
-        print(f"# CPU peak check: profiling 1 MiB + 0.25 MiB - 1 MiB + 3 MiB allocations reads {cpu_check:.3f} MiB "
-              "(exact: 3.250)")
+        print(
+            f"# CPU peak check: profiling 1 MiB + 0.25 MiB - 1 MiB + 3 MiB allocations reads {cpu_check:.3f} MiB "
+            "(exact: 3.250)"
+        )
     if hasattr(os, "getloadavg"):
         print(f"# load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
 
@@ -243,11 +269,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         persistent = run.persistent_bytes()
         step_peak = run.step_peak_bytes(*batch)
         trainable, base = run.counts["trainable"], run.counts["base"]
-        rows.append({"method": run.name, "hyperparameters": run.hp, "trainable": trainable, "base_parameters": base,
-                     "trainable_pct_of_base": 100 * trainable / base,
-                     "ms_per_step": 1e3 * statistics.median(run.times), "step_times_ms": [1e3 * t for t in run.times],
-                     "persistent_bytes": persistent, "step_peak_bytes": step_peak,
-                     "peak_bytes": persistent + step_peak})
+        rows.append(
+            {
+                "method": run.name,
+                "hyperparameters": run.hp,
+                "trainable": trainable,
+                "base_parameters": base,
+                "trainable_pct_of_base": 100 * trainable / base,
+                "ms_per_step": 1e3 * statistics.median(run.times),
+                "step_times_ms": [1e3 * t for t in run.times],
+                "persistent_bytes": persistent,
+                "step_peak_bytes": step_peak,
+                "peak_bytes": persistent + step_peak,
+            }
+        )
     if hasattr(os, "getloadavg"):
         print(f"# load average after: {os.getloadavg()[0]:.2f} (1 min)")
 
@@ -256,24 +291,36 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for key in ("trainable", "ms_per_step", "persistent_bytes", "step_peak_bytes", "peak_bytes"):
             row[f"{key}_vs_full"] = row[key] / full[key]
     print()
-    print("persistent = parameters (frozen too) + buffers + AdamW state, live between steps; "
-          "step peak = most bytes one step adds on top (activations, gradients, temporaries), "
-          "measured on a step after warm-up; "
-          "peak = persistent + step peak; x full = ratio to full fine-tuning in this run.")
+    print(
+        "persistent = parameters (frozen too) + buffers + AdamW state, live between steps; "
+        "step peak = most bytes one step adds on top (activations, gradients, temporaries), "
+        "measured on a step after warm-up; "
+        "peak = persistent + step peak; x full = ratio to full fine-tuning in this run."
+    )
     print()
-    print("| method | trainable | % of base | x full | ms/step | x full | persistent MiB | step peak MiB | x full "
-          "| peak MiB | x full |")
+    print(
+        "| method | trainable | % of base | x full | ms/step | x full | persistent MiB | step peak MiB | x full "
+        "| peak MiB | x full |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['trainable']:,} | {r['trainable_pct_of_base']:.2f}% | "
-              f"{r['trainable_vs_full']:.4f} | "
-              f"{r['ms_per_step']:.1f} | {r['ms_per_step_vs_full']:.2f} | {r['persistent_bytes'] / MiB:.2f} | "
-              f"{r['step_peak_bytes'] / MiB:.2f} | {r['step_peak_bytes_vs_full']:.2f} | {r['peak_bytes'] / MiB:.2f} | "
-              f"{r['peak_bytes_vs_full']:.2f} |")
+        print(
+            f"| {r['method']} | {r['trainable']:,} | {r['trainable_pct_of_base']:.2f}% | "
+            f"{r['trainable_vs_full']:.4f} | "
+            f"{r['ms_per_step']:.1f} | {r['ms_per_step_vs_full']:.2f} | {r['persistent_bytes'] / MiB:.2f} | "
+            f"{r['step_peak_bytes'] / MiB:.2f} | {r['step_peak_bytes_vs_full']:.2f} | {r['peak_bytes'] / MiB:.2f} | "
+            f"{r['peak_bytes_vs_full']:.2f} |"
+        )
 
     if args.json:
-        report = {"settings": settings, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "model_config": config.to_dict(), "cpu_peak_check_mib": cpu_check, "rows": rows}
+        report = {
+            "settings": settings,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "model_config": config.to_dict(),
+            "cpu_peak_check_mib": cpu_check,
+            "rows": rows,
+        }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")

@@ -25,7 +25,8 @@ from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
 
 
 def parse_item(item: str) -> tuple[str, dict, list[float]]:
-    """'METHOD[:HP=V,HP=V][:lr=A,B]' -> (method, hyper-parameters, learning rates); a value may hold ':' (init=text:...)."""
+    """'METHOD[:HP=V,HP=V][:lr=A,B]' -> (method, hyper-parameters, learning rates); a value may hold ':'
+    (init=text:...)."""
     method, _, rest = item.partition(":")
     lrs: list[float] = []
     if rest.startswith("lr=") or ":lr=" in rest:
@@ -66,9 +67,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(a.threads)
     task = load_task(a.task)
     rows = []
-    print(f"# base {a.base}, task {a.task}, readout {a.readout}, {a.precision}, max_steps {a.max_steps}, batch {a.batch_size}, "
-          f"eval every {a.eval_every}, patience {a.patience}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("| method | settings | lr | seed | zero-step dev acc | best dev acc | best dev macro-F1 | best at step | steps run | s/step |")
+    print(
+        f"# base {a.base}, task {a.task}, readout {a.readout}, {a.precision}, max_steps {a.max_steps}, "
+        f"batch {a.batch_size}, eval every {a.eval_every}, patience {a.patience}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
+    print(
+        "| method | settings | lr | seed | zero-step dev acc | best dev acc | best dev macro-F1 | best at step | "
+        "steps run | s/step |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for item in a.grid:
         method, hp, lrs = parse_item(item)
@@ -76,11 +83,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for seed in a.seeds:
                 base, tokenizer, _ = load_run(a.base, "best", "cpu")
                 m = build_method(method, base, tokenizer, seed=seed, **hp)
-                readout = (VerbalizerReadout.from_words(tokenizer, [task.label_words[label] for label in task.labels])
-                           if a.readout == "verbalizer" else ClassificationHead(base.config.d_model, len(task.labels), seed=seed))
+                readout = (
+                    VerbalizerReadout.from_words(tokenizer, [task.label_words[label] for label in task.labels])
+                    if a.readout == "verbalizer"
+                    else ClassificationHead(base.config.d_model, len(task.labels), seed=seed)
+                )
                 model = TunedModel(base, m, readout, task.labels)
-                config = TuneConfig(lr=lr, max_steps=a.max_steps, batch_size=a.batch_size, eval_every=a.eval_every,
-                                    patience=a.patience, seed=seed, precision=a.precision)
+                config = TuneConfig(
+                    lr=lr,
+                    max_steps=a.max_steps,
+                    batch_size=a.batch_size,
+                    eval_every=a.eval_every,
+                    patience=a.patience,
+                    seed=seed,
+                    precision=a.precision,
+                )
                 with tempfile.TemporaryDirectory() as out:
                     zero = evaluate(model, tokenizer, task.split("dev"))["accuracy"]
                     start = time.perf_counter()
@@ -89,13 +106,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
                 dev = [r for r in records if r["split"] == "dev"]
                 best = max(dev, key=lambda r: r["macro_f1"])
-                row = {"method": method, "settings": hp, "lr": lr, "seed": seed, "zero_step_accuracy": zero,
-                       "best_accuracy": best["accuracy"], "best_macro_f1": best["macro_f1"], "best_step": best["step"],
-                       "steps": summary["step"], "seconds": seconds, "step_s": seconds / summary["step"]}
+                row = {
+                    "method": method,
+                    "settings": hp,
+                    "lr": lr,
+                    "seed": seed,
+                    "zero_step_accuracy": zero,
+                    "best_accuracy": best["accuracy"],
+                    "best_macro_f1": best["macro_f1"],
+                    "best_step": best["step"],
+                    "steps": summary["step"],
+                    "seconds": seconds,
+                    "step_s": seconds / summary["step"],
+                }
                 rows.append(row)
                 settings = ",".join(f"{k}={v}" for k, v in hp.items()) or "-"
-                print(f"| {method} | {settings} | {lr:g} | {seed} | {zero:.3f} | {best['accuracy']:.3f} | {best['macro_f1']:.3f} | "
-                      f"{best['step']} | {summary['step']} | {row['step_s']:.3f} |", flush=True)
+                print(
+                    f"| {method} | {settings} | {lr:g} | {seed} | {zero:.3f} | {best['accuracy']:.3f} | "
+                    f"{best['macro_f1']:.3f} | {best['step']} | {summary['step']} | {row['step_s']:.3f} |",
+                    flush=True,
+                )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
     return rows

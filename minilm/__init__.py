@@ -13,17 +13,35 @@ The package is layered; a module imports only from its own layer or a lower one:
 Docs: docs/README.md (one page per topic), docs/layout.md (where things are).
 """
 
-from minilm.model import KVCache, ModelConfig, MultiHeadAttention, Transformer, attention, complete, fill_mask, generate
-from minilm.model import parameter_count, scaled_dot_product_attention
+from minilm.model import (
+    KVCache,
+    ModelConfig,
+    MultiHeadAttention,
+    Transformer,
+    attention,
+    complete,
+    fill_mask,
+    generate,
+    parameter_count,
+    scaled_dot_product_attention,
+)
 from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
-from minilm.training import IGNORE_INDEX, TrainConfig, Trainer, causal_lm_loss, mask_tokens, masked_lm_loss, prepare_corpus
+from minilm.training import (
+    IGNORE_INDEX,
+    TrainConfig,
+    Trainer,
+    causal_lm_loss,
+    mask_tokens,
+    masked_lm_loss,
+    prepare_corpus,
+)
 
 __all__ = [
     "IGNORE_INDEX",
+    "SPECIAL_TOKENS",
     "KVCache",
     "ModelConfig",
     "MultiHeadAttention",
-    "SPECIAL_TOKENS",
     "Tokenizer",
     "TrainConfig",
     "Trainer",

@@ -101,11 +101,15 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
         try:
             yield lineno, json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{os.fspath(path)} line {lineno} is not valid JSON ({e.msg}): write one object per line") from None
+            raise ValueError(
+                f"{os.fspath(path)} line {lineno} is not valid JSON ({e.msg}): write one object per line"
+            ) from None
 
 
 # ---- tensors: safetensors for weights, torch (weights_only) for a training state ------------------------------------
-def save_tensors(tensors: dict[str, Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    tensors: dict[str, Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
     """Write tensors as safetensors, atomically."""
     cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     atomic_write(path, safetensors.torch.save(cpu, metadata=metadata))
@@ -119,8 +123,9 @@ def load_tensors(path: str | os.PathLike[str], what: str = "weights file") -> di
     try:
         return safetensors.torch.load_file(path)
     except Exception as e:  # safetensors raises its own error type for truncated or corrupted files
-        raise ValueError(f"{what} {path} is damaged or not a safetensors file ({first_line(e)}); "
-                         "retrain or restore it") from None
+        raise ValueError(
+            f"{what} {path} is damaged or not a safetensors file ({first_line(e)}); retrain or restore it"
+        ) from None
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
@@ -137,12 +142,16 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     expected = model.state_dict()
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
-        raise ValueError(f"weights file {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                         "its config.json and weights come from different models")
+        raise ValueError(
+            f"weights file {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "its config.json and weights come from different models"
+        )
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise ValueError(f"weights file {path} does not fit the config: {name} is {tuple(tensor.shape)} in the file "
-                             f"but {tuple(expected[name].shape)} in the model; config.json and weights come from different models")
+            raise ValueError(
+                f"weights file {path} does not fit the config: {name} is {tuple(tensor.shape)} in the file "
+                f"but {tuple(expected[name].shape)} in the model; config.json and weights come from different models"
+            )
     model.load_state_dict(tensors)
 
 
@@ -169,6 +178,8 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception:  # PyTorch's message suggests weights_only=False, which would run the file's code: not quoted
         state = None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a minilm training state (damaged, or written by something else) and was not "
-                         "loaded; start a new run without --resume")
+        raise ValueError(
+            f"{path} is not a minilm training state (damaged, or written by something else) and was not "
+            "loaded; start a new run without --resume"
+        )
     return state

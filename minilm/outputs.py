@@ -63,8 +63,15 @@ def _same(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output(folder: str | os.PathLike[str], kind: OutputKind, *, resume: bool = False, overwrite: bool = False,
-                 reads: Sequence[tuple[str, str | os.PathLike[str]]] = (), known: Sequence[OutputKind] = ()) -> None:
+def check_output(
+    folder: str | os.PathLike[str],
+    kind: OutputKind,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    reads: Sequence[tuple[str, str | os.PathLike[str]]] = (),
+    known: Sequence[OutputKind] = (),
+) -> None:
     """Raise a one-line ValueError unless `kind` may write into `folder` (see the module docstring); touches nothing.
 
     reads: (what, path) of every file or folder the command reads, e.g. ("--base", "runs/causal").
@@ -79,22 +86,30 @@ def check_output(folder: str | os.PathLike[str], kind: OutputKind, *, resume: bo
             raise ValueError(f"--out {folder} is what this command reads ({what} {path}): write into another --out")
     if not folder.is_dir() or not any(folder.iterdir()):
         if resume:
-            raise ValueError(f"--resume: {folder} holds no {kind.noun.removeprefix('a ').removeprefix('an ')} "
-                             "to continue; start one without --resume")
+            raise ValueError(
+                f"--resume: {folder} holds no {kind.noun.removeprefix('a ').removeprefix('an ')} "
+                "to continue; start one without --resume"
+            )
         return
     found = output_kind(folder, [kind, *known])
     if found is None:
-        raise ValueError(f"--out {folder} is not empty and holds no minilm output ({MARKER} is missing): minilm "
-                         "replaces only folders it wrote; choose a new or empty folder")
+        raise ValueError(
+            f"--out {folder} is not empty and holds no minilm output ({MARKER} is missing): minilm "
+            "replaces only folders it wrote; choose a new or empty folder"
+        )
     if found != kind.name:
         other = next((k for k in known if k.name == found), None)
-        raise ValueError(f"--out {folder} holds {other.noun if other else 'an output'} written by `train.py {found}`, "
-                         f"not {kind.noun}: choose another --out (--overwrite replaces only its own kind of output)")
+        raise ValueError(
+            f"--out {folder} holds {other.noun if other else 'an output'} written by `train.py {found}`, "
+            f"not {kind.noun}: choose another --out (--overwrite replaces only its own kind of output)"
+        )
     if resume or overwrite:
         return
     options = ("continue it with --resume, " if kind.resumable else "") + "start over with --overwrite"
-    raise ValueError(f"{folder} already holds {kind.noun}: {options} (replaces only the files `train.py {kind.name}` "
-                     "writes), or choose another --out")
+    raise ValueError(
+        f"{folder} already holds {kind.noun}: {options} (replaces only the files `train.py {kind.name}` "
+        "writes), or choose another --out"
+    )
 
 
 def claim_output(folder: str | os.PathLike[str], kind: OutputKind, *, fresh: bool) -> None:
@@ -115,12 +130,14 @@ def claim_output(folder: str | os.PathLike[str], kind: OutputKind, *, fresh: boo
 
 
 def check_file_output(path: str | os.PathLike[str], is_ours: Callable[[Path], bool], what: str) -> None:
-    """A command that writes one file may replace only a file it wrote itself (`is_ours`); one-line ValueError otherwise."""
+    """A command that writes one file may replace only a file it wrote itself (`is_ours`); one-line ValueError
+    otherwise."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give the path of the {what} file to write")
     if not path.parent.is_dir():
         raise ValueError(f"{path}: the folder {path.parent} does not exist")
     if path.exists() and not is_ours(path):
-        raise ValueError(f"{path} exists and was not written by minilm as a {what}: choose another file name; "
-                         "nothing was changed")
+        raise ValueError(
+            f"{path} exists and was not written by minilm as a {what}: choose another file name; nothing was changed"
+        )

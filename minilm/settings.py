@@ -29,9 +29,18 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {  # name: (test, as
 }
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, check: str | None = None,
-            choices: Sequence[Any] | None = None, type: type | None = None, parse: Callable[[str], Any] | None = None,
-            metavar: str | None = None, cli: bool = True) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    check: str | None = None,
+    choices: Sequence[Any] | None = None,
+    type: type | None = None,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+) -> Any:
     """A dataclass field with its help text and how the command line reads it (see the module docstring).
 
     type: the value's type when the default is None (otherwise it is the default's type).
@@ -40,8 +49,16 @@ def setting(default: Any, help: str, *, flag: str | None = None, check: str | No
     """
     if check is not None and check not in CHECKS:
         raise ValueError(f"unknown check {check!r}: use one of {', '.join(CHECKS)}")
-    metadata = {"help": help, "flag": flag, "check": check, "choices": tuple(choices) if choices else None,
-                "type": type, "parse": parse, "metavar": metavar, "cli": cli}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "check": check,
+        "choices": tuple(choices) if choices else None,
+        "type": type,
+        "parse": parse,
+        "metavar": metavar,
+        "cli": cli,
+    }
     if isinstance(default, (list, dict, set)):
         raise ValueError("a mutable default would be shared between instances: use a tuple")
     return dataclasses.field(default=default, metadata=metadata)
@@ -96,7 +113,12 @@ def flag_of(f: dataclasses.Field) -> str:
 def check_fields(instance: Any) -> None:
     """Apply every field's type, check and choices to a dataclass instance: one line naming the flag on failure."""
     for f in settings_fields(type(instance)):
-        value, kind, check, choices = getattr(instance, f.name), value_type(f), f.metadata["check"], f.metadata["choices"]
+        value, kind, check, choices = (
+            getattr(instance, f.name),
+            value_type(f),
+            f.metadata["check"],
+            f.metadata["choices"],
+        )
         items = value if isinstance(f.default, tuple) and isinstance(value, (tuple, list)) else [value]
         for item in items:
             if not check_value(item, kind, check):

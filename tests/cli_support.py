@@ -30,7 +30,29 @@ def pretrain_tiny(tmp_path_factory, context: int = 32, chars: int = 30_000) -> P
     text = tmp_path_factory.mktemp("data") / "shakespeare_head.txt"
     text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
     out = tmp_path_factory.mktemp("runs") / "causal"
-    flags = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", str(context), "--batch-size", "8",
-             "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
+    flags = [
+        "--vocab",
+        "300",
+        "--layers",
+        "1",
+        "--width",
+        "32",
+        "--heads",
+        "2",
+        "--context",
+        str(context),
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--eval-windows",
+        "8",
+        "--log-every",
+        "3",
+        "--warmup-steps",
+        "2",
+    ]
     assert train.main(["pretrain", "--data", str(text), "--out", str(out), *flags]) == 0
     return out

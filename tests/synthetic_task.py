@@ -59,7 +59,9 @@ def pretrained_base(steps: int = 800, seed: int = 0, lr: float = 1e-2) -> tuple[
     """A 2-layer d=32 causal model trained `steps` AdamW steps on `pretraining_lines` (about 4 s on 2 cores)."""
     lines = pretraining_lines()
     tokenizer = Tokenizer.train(texts=lines, vocab_size=300)
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=32, dropout=0.0)
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=32, dropout=0.0
+    )
     model = Transformer(config, seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

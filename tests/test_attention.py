@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from minilm.model.attention import BACKENDS, MultiHeadAttention, attention, resolve_backend, scaled_dot_product_attention
-from minilm.model.masks import attention_mask
 from conftest import tiny_config
+
+from minilm.model.attention import (
+    BACKENDS,
+    MultiHeadAttention,
+    attention,
+    resolve_backend,
+    scaled_dot_product_attention,
+)
+from minilm.model.masks import attention_mask
 
 
 def random_qkv(B=2, h=3, T_q=7, T_k=7, d_k=16, seed=0, requires_grad=False):

@@ -22,10 +22,40 @@ def test_tuning_cost_tiny_run(tmp_path, capsys):
 
     width, prompt_len, classes = 32, 4, 2
     out = tmp_path / "cost.json"
-    rows = bench.main(["--layers", "2", "--width", str(width), "--heads", "2", "--vocab", "300", "--context", "64",
-                       "--batch", "4", "--seq", "16", "--steps", "2", "--warmup", "1", "--threads", "1",
-                       "--prompt-len", str(prompt_len), "--hidden", "16", "--methods", "prompt", "lora", "full",
-                       "--json", str(out)])
+    rows = bench.main(
+        [
+            "--layers",
+            "2",
+            "--width",
+            str(width),
+            "--heads",
+            "2",
+            "--vocab",
+            "300",
+            "--context",
+            "64",
+            "--batch",
+            "4",
+            "--seq",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--prompt-len",
+            str(prompt_len),
+            "--hidden",
+            "16",
+            "--methods",
+            "prompt",
+            "lora",
+            "full",
+            "--json",
+            str(out),
+        ]
+    )
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == ["prompt", "lora", "full"]  # header + one row each
 

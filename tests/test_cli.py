@@ -15,8 +15,30 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 from cli_support import fails, train  # noqa: E402  (train.py is a script at the repository root)
 
-TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
-        "--max-steps", "6", "--eval-every", "3", "--eval-windows", "8", "--log-every", "3", "--warmup-steps", "2"]
+TINY = [
+    "--vocab",
+    "300",
+    "--layers",
+    "1",
+    "--width",
+    "32",
+    "--heads",
+    "2",
+    "--context",
+    "32",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "6",
+    "--eval-every",
+    "3",
+    "--eval-windows",
+    "8",
+    "--log-every",
+    "3",
+    "--warmup-steps",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +65,15 @@ def masked_run(tmp_path_factory, text_file) -> Path:
 # ---- the happy path -------------------------------------------------------------------------------------
 def test_pretrain_writes_a_complete_run_directory(causal_run):
     names = {p.name for p in causal_run.iterdir()}
-    assert {"config.json", "model.safetensors", "best.safetensors", "tokenizer.json", "train_args.json",
-            "metrics.jsonl", "train_state.pt"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "best.safetensors",
+        "tokenizer.json",
+        "train_args.json",
+        "metrics.jsonl",
+        "train_state.pt",
+    } <= names
     records = [json.loads(line) for line in (causal_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "val"] == [3, 6]
     assert {"loss", "lr", "tokens_per_s"} <= records[0].keys()
@@ -114,7 +143,12 @@ def test_resume_continues_a_finished_run_to_more_steps(causal_run, tmp_path, tex
 
 # ---- bad input: one line, exit code 2, nothing lost -----------------------------------------------------------
 def test_missing_data_path(capsys, tmp_path):
-    fails(capsys, ["pretrain", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "r"), *TINY], "nope.txt", "does not exist")
+    fails(
+        capsys,
+        ["pretrain", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "r"), *TINY],
+        "nope.txt",
+        "does not exist",
+    )
 
 
 def test_empty_corpus(capsys, tmp_path):
@@ -124,14 +158,20 @@ def test_empty_corpus(capsys, tmp_path):
 
 def test_corpus_too_small_for_one_batch(capsys, tmp_path):
     (tmp_path / "small.txt").write_text("To be, or not to be.\n" * 3)
-    fails(capsys, ["pretrain", "--data", str(tmp_path / "small.txt"), "--out", str(tmp_path / "r"), *TINY],
-          "fewer than one window of 32", "--context")
+    fails(
+        capsys,
+        ["pretrain", "--data", str(tmp_path / "small.txt"), "--out", str(tmp_path / "r"), *TINY],
+        "fewer than one window of 32",
+        "--context",
+    )
 
 
 def test_non_utf8_corpus_names_the_file_and_byte_offset(capsys, tmp_path, text_file):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(text_file.read_bytes()[:5000] + "caf\xe9\n".encode("latin-1"))
-    fails(capsys, ["pretrain", "--data", str(bad), "--out", str(tmp_path / "r"), *TINY], "latin1.txt", "byte offset 5003")
+    fails(
+        capsys, ["pretrain", "--data", str(bad), "--out", str(tmp_path / "r"), *TINY], "latin1.txt", "byte offset 5003"
+    )
 
 
 def test_non_utf8_bytes_are_skipped_with_a_warning_when_asked(capsys, tmp_path, text_file):
@@ -174,7 +214,12 @@ def test_resume_with_a_different_model_size(capsys, causal_run):
 
 def test_starting_over_an_existing_run_is_refused_and_loses_nothing(capsys, causal_run, text_file):
     before = (causal_run / "best.safetensors").read_bytes()
-    fails(capsys, ["pretrain", "--data", str(text_file), "--out", str(causal_run), *TINY], "already holds a run", "--resume")
+    fails(
+        capsys,
+        ["pretrain", "--data", str(text_file), "--out", str(causal_run), *TINY],
+        "already holds a run",
+        "--resume",
+    )
     assert (causal_run / "best.safetensors").read_bytes() == before
 
 
@@ -184,7 +229,12 @@ def test_max_steps_must_be_a_positive_integer(capsys, value):
 
 
 def test_prompt_longer_than_the_context(capsys, causal_run):
-    fails(capsys, ["generate", "--from", str(causal_run), "--prompt", "To be, or not to be. " * 40], "context is 32", "shorten")
+    fails(
+        capsys,
+        ["generate", "--from", str(causal_run), "--prompt", "To be, or not to be. " * 40],
+        "context is 32",
+        "shorten",
+    )
 
 
 def test_unknown_device(capsys):
@@ -193,7 +243,12 @@ def test_unknown_device(capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_asked_for_but_not_available(capsys, causal_run):
-    fails(capsys, ["generate", "--from", str(causal_run), "--prompt", "Hi", "--device", "cuda"], "no CUDA GPU", "--device cpu")
+    fails(
+        capsys,
+        ["generate", "--from", str(causal_run), "--prompt", "Hi", "--device", "cuda"],
+        "no CUDA GPU",
+        "--device cpu",
+    )
 
 
 def test_fill_mask_on_a_causal_model_and_generate_on_a_masked_one(capsys, causal_run, masked_run):
@@ -202,8 +257,12 @@ def test_fill_mask_on_a_causal_model_and_generate_on_a_masked_one(capsys, causal
 
 
 def test_the_command_line_prints_no_traceback_and_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "generate", "--from", str(tmp_path), "--prompt", "x"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "generate", "--from", str(tmp_path), "--prompt", "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "holds no model" in result.stderr
 
@@ -212,15 +271,44 @@ def test_the_command_line_prints_no_traceback_and_exits_2(tmp_path):
 @pytest.mark.slow
 def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path, text_file):
     """DDP splits each global batch in two and averages gradients: the weights match a single process."""
-    common = ["pretrain", "--data", str(text_file), *TINY, "--cache-dir", str(tmp_path / "cache"),
-              "--precision", "fp32", "--dropout", "0"]  # dropout masks differ per process, bf16 rounding too
+    common = [
+        "pretrain",
+        "--data",
+        str(text_file),
+        *TINY,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--precision",
+        "fp32",
+        "--dropout",
+        "0",
+    ]  # dropout masks differ per process, bf16 rounding too
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, timeout=300, env=env)
+    single = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *common, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(ROOT / "train.py"), *common, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300, env=env)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "train.py"),
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "x 2 processes" in ddp.stdout and ddp.stdout.count("done: 6 steps") == 1  # only rank 0 reports
     one = safetensors.torch.load_file(tmp_path / "one" / "model.safetensors")
@@ -232,10 +320,26 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tmp_path, text_fil
 @pytest.mark.slow
 def test_torchrun_stops_every_process_when_the_data_is_bad(tmp_path):
     """Rank 0 prepares the data; when that fails, the other process is told and exits instead of waiting forever."""
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(ROOT / "train.py"), "pretrain", "--data", str(tmp_path / "missing.txt"), *TINY,
-                             "--out", str(tmp_path / "r")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "train.py"),
+            "pretrain",
+            "--data",
+            str(tmp_path / "missing.txt"),
+            *TINY,
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode != 0
     assert result.stderr.count("missing.txt does not exist") == 2  # both processes report the same one line
 

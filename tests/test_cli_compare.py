@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 from cli_support import fails, pretrain_tiny, train
 
-MERRY = ["O happy day, my heart is merry", "Sweet love doth fill my soul with joy", "What a gentle and a gracious lord",
-         "Good friends, rejoice, for peace is come"]
-SAD = ["Alas, my heart is heavy with grief", "Foul murder stalks the night", "O wretched day, curse on thee",
-       "Sorrow and woe upon this house"]
+MERRY = [
+    "O happy day, my heart is merry",
+    "Sweet love doth fill my soul with joy",
+    "What a gentle and a gracious lord",
+    "Good friends, rejoice, for peace is come",
+]
+SAD = [
+    "Alas, my heart is heavy with grief",
+    "Foul murder stalks the night",
+    "O wretched day, curse on thee",
+    "Sorrow and woe upon this house",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +33,48 @@ def write_task(folder: Path, words: bool = True) -> Path:
     for split in ("train", "dev", "test"):
         (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
     if words:
-        (folder / "task.json").write_text(json.dumps({"labels": ["0", "1"], "label_words": {"0": " sad", "1": " merry"}}))
+        (folder / "task.json").write_text(
+            json.dumps({"labels": ["0", "1"], "label_words": {"0": " sad", "1": " merry"}})
+        )
     return folder
 
 
 def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys):
     task = write_task(tmp_path / "merry")
     out = tmp_path / "cmp"
-    assert train.main(["compare", "--base", str(base_run), "--task", str(task), "--out", str(out), "--quick", "--precision", "fp32"]) == 0
+    assert (
+        train.main(
+            [
+                "compare",
+                "--base",
+                str(base_run),
+                "--task",
+                str(task),
+                "--out",
+                str(out),
+                "--quick",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     table = (out / "results.md").read_text()
-    assert "| method | readout | trainable (% of base) | dev accuracy | dev macro-F1 | test accuracy | s/step | peak MiB |" in table
-    names = ["zero-shot", "few-shot (1 per label)", "prompt tuning", "prompt encoder", "prefix tuning", "first-k freezing (k=1)",
-             "BitFit", "LoRA (r=8)", "full fine-tuning"]
+    assert (
+        "| method | readout | trainable (% of base) | dev accuracy | dev macro-F1 | test accuracy | s/step | peak MiB |"
+        in table
+    )
+    names = [
+        "zero-shot",
+        "few-shot (1 per label)",
+        "prompt tuning",
+        "prompt encoder",
+        "prefix tuning",
+        "first-k freezing (k=1)",
+        "BitFit",
+        "LoRA (r=8)",
+        "full fine-tuning",
+    ]
     for name in names:
         assert f"| {name} |" in table, name
     rows = json.loads((out / "results.json").read_text())

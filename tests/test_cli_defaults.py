@@ -20,11 +20,11 @@ from minilm.experiments.compare import CompareConfig, default_folder
 from minilm.settings import RUNS
 from minilm.training.optimizer import learning_rate
 from minilm.training.pretrain import pretrain_settings
+from minilm.tuning.instruct import DEFAULT_DATA, DEFAULT_OUT, InstructConfig
 from minilm.tuning.methods import FreezeSettings
 from minilm.tuning.readouts import build_readout
 from minilm.tuning.registry import METHODS, settings_from
 from minilm.tuning.tasks import Example, Task
-from minilm.tuning.instruct import DEFAULT_DATA, DEFAULT_OUT, InstructConfig
 from minilm.tuning.tune import APPLIES, tune_settings
 
 DEFAULT = re.compile(r"\(default: (.+?)\)$", re.S)
@@ -35,8 +35,13 @@ DESCRIBED = {  # defaults the help describes in words; the tests named here chec
     ("classify", "report"): "DIR/eval-<split>.json",  # test_cli_tune.py::test_classify_a_split_writes_a_report_with_...
     ("instruct", "instruction"): "one from dev_new_phrasing.jsonl",  # test_instruct_answers_the_first_new_phrasing_...
 }
-MINIMAL = {"generate": ["--from", "r", "--prompt", "x"], "fill-mask": ["--from", "r", "--text", "x"],
-           "eval": ["--from", "r"], "plot": ["--from", "r"], "classify": ["--from", "t", "--text", "x"]}
+MINIMAL = {
+    "generate": ["--from", "r", "--prompt", "x"],
+    "fill-mask": ["--from", "r", "--text", "x"],
+    "eval": ["--from", "r"],
+    "plot": ["--from", "r"],
+    "classify": ["--from", "t", "--text", "x"],
+}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -66,7 +71,10 @@ def test_pretrain_prints_the_defaults_it_trains_with():
         elif dest == "out":
             assert printed == "runs/<objective>" and Path(used["out"]) == RUNS / used["objective"]
         elif dest == "cache_dir":
-            assert printed == ".cache next to --out" and Path(used["cache_dir"]) == (Path(used["out"]).parent / ".cache").resolve()
+            assert (
+                printed == ".cache next to --out"
+                and Path(used["cache_dir"]) == (Path(used["out"]).parent / ".cache").resolve()
+            )
         else:
             assert printed == show(used[dest]), dest
 
@@ -89,8 +97,9 @@ def test_tune_prints_the_defaults_it_tunes_with(method):
             assert printed == show(s[dest]), dest
 
 
-@pytest.mark.parametrize("command, config", [("instruct", InstructConfig()), ("compare", CompareConfig())],
-                         ids=["instruct", "compare"])
+@pytest.mark.parametrize(
+    "command, config", [("instruct", InstructConfig()), ("compare", CompareConfig())], ids=["instruct", "compare"]
+)
 def test_instruct_and_compare_print_their_configs_defaults(command, config):
     values = dataclasses.asdict(config)
     printed = printed_defaults(command)

@@ -1,4 +1,5 @@
-"""train.py instruct: instruction-tunes a causal run, saves a run directory, answers an unseen instruction; clear errors."""
+"""train.py instruct: instruction-tunes a causal run, saves a run directory, answers an unseen instruction;
+clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 from cli_support import fails, pretrain_tiny, train
 
 
-
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
     return pretrain_tiny(tmp_path_factory, context=128, chars=20000)
@@ -18,8 +18,10 @@ def base_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("instructions")
-    rows = [{"instruction": "Give the first word.", "input": "to be or not", "output": "to"},
-            {"instruction": "Repeat the input.", "input": "the question", "output": "the question"}]
+    rows = [
+        {"instruction": "Give the first word.", "input": "to be or not", "output": "to"},
+        {"instruction": "Repeat the input.", "input": "the question", "output": "the question"},
+    ]
     for name in ("train.jsonl", "dev.jsonl"):
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return folder
@@ -27,8 +29,25 @@ def data_dir(tmp_path_factory) -> Path:
 
 def test_instruct_trains_saves_a_run_and_answers_an_unseen_instruction(tmp_path, base_run, data_dir, capsys):
     out = tmp_path / "inst"
-    argv = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(out), "--max-steps", "3",
-            "--batch-size", "2", "--instruction", "Which word comes first?", "--input", "whether tis nobler", "--precision", "fp32"]
+    argv = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--instruction",
+        "Which word comes first?",
+        "--input",
+        "whether tis nobler",
+        "--precision",
+        "fp32",
+    ]
     assert train.main(argv) == 0
     printed = capsys.readouterr().out
     assert "loss L_LM + 1 L_align" in printed and "dev exact match on 2 unseen inputs" in printed
@@ -38,8 +57,22 @@ def test_instruct_trains_saves_a_run_and_answers_an_unseen_instruction(tmp_path,
 
 
 def test_output_only_mode_is_announced(tmp_path, base_run, data_dir, capsys):
-    argv = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(tmp_path / "o"), "--max-steps", "1",
-            "--batch-size", "2", "--output-only", "--eval-examples", "1"]
+    argv = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--output-only",
+        "--eval-examples",
+        "1",
+    ]
     assert train.main(argv) == 0
     assert "loss L_align," in capsys.readouterr().out
 
@@ -51,18 +84,59 @@ def test_instruct_errors_are_one_line(tmp_path, base_run, data_dir, capsys):
     bad.mkdir()
     (bad / "train.jsonl").write_text('{"instruction": "x"}\n', encoding="utf-8")
     (bad / "dev.jsonl").write_text('{"instruction": "x"}\n', encoding="utf-8")
-    fails(capsys, ["instruct", "--base", str(base_run), "--data", str(bad), "--out", str(tmp_path / "b")], "train.jsonl line 1")
+    fails(
+        capsys,
+        ["instruct", "--base", str(base_run), "--data", str(bad), "--out", str(tmp_path / "b")],
+        "train.jsonl line 1",
+    )
     done = tmp_path / "done"
-    assert train.main(["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done), "--max-steps", "1",
-                       "--batch-size", "2", "--eval-examples", "1"]) == 0
+    assert (
+        train.main(
+            [
+                "instruct",
+                "--base",
+                str(base_run),
+                "--data",
+                str(data_dir),
+                "--out",
+                str(done),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--eval-examples",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    fails(capsys, ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done)], "already holds an instruction-tuned run")
+    fails(
+        capsys,
+        ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done)],
+        "already holds an instruction-tuned run",
+    )
 
 
 def test_instruct_resumes_where_it_stopped_and_keeps_the_best_weights(tmp_path, base_run, data_dir, capsys):
     out = tmp_path / "inst"
-    common = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(out), "--batch-size", "2",
-              "--eval-every", "2", "--eval-examples", "2", "--precision", "fp32"]
+    common = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "2",
+        "--eval-examples",
+        "2",
+        "--precision",
+        "fp32",
+    ]
     assert train.main([*common, "--max-steps", "2"]) == 0
     assert (out / "best.safetensors").is_file() and (out / "train_state.pt").is_file()
     capsys.readouterr()
@@ -73,13 +147,35 @@ def test_instruct_resumes_where_it_stopped_and_keeps_the_best_weights(tmp_path, 
 
 
 def test_instruct_stops_early_when_dev_exact_match_stops_improving(tmp_path, base_run, data_dir, capsys):
-    argv = ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(tmp_path / "e"), "--batch-size", "2",
-            "--max-steps", "50", "--eval-every", "1", "--patience", "1", "--eval-examples", "2", "--lr", "1e-6"]
+    argv = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "e"),
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "50",
+        "--eval-every",
+        "1",
+        "--patience",
+        "1",
+        "--eval-examples",
+        "2",
+        "--lr",
+        "1e-6",
+    ]
     assert train.main(argv) == 0
     out = capsys.readouterr().out
     assert "early stop: dev exact match has not improved for 1 evaluations" in out
-    dev = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(line)["split"] == "dev"]
+    dev = [
+        json.loads(line)
+        for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "dev"
+    ]
     assert len(dev) < 50 and all("exact_match" in r for r in dev)
 
 
@@ -88,9 +184,24 @@ def test_instruct_answers_the_first_new_phrasing_instruction_by_default(tmp_path
     folder.mkdir()
     for name in ("train.jsonl", "dev.jsonl"):
         (folder / name).write_text((data_dir / name).read_text(encoding="utf-8"), encoding="utf-8")
-    (folder / "dev_new_phrasing.jsonl").write_text(json.dumps({"instruction": "Say the opening word.", "input": "be quick",
-                                                               "output": "be"}) + "\n", encoding="utf-8")
-    argv = ["instruct", "--base", str(base_run), "--data", str(folder), "--out", str(tmp_path / "n"), "--max-steps", "1",
-            "--batch-size", "2", "--eval-examples", "1"]
+    (folder / "dev_new_phrasing.jsonl").write_text(
+        json.dumps({"instruction": "Say the opening word.", "input": "be quick", "output": "be"}) + "\n",
+        encoding="utf-8",
+    )
+    argv = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(folder),
+        "--out",
+        str(tmp_path / "n"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--eval-examples",
+        "1",
+    ]
     assert train.main(argv) == 0
     assert "unseen instruction: 'Say the opening word.' input: 'be quick'" in capsys.readouterr().out

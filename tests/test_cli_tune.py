@@ -1,4 +1,4 @@
-"""train.py tune and classify end to end on a tiny base: every method, resume, reports, and one clear line for every bad input."""
+"""train.py tune and classify end to end on a tiny base: every method, resume, reports, one clear line per bad input."""
 
 from __future__ import annotations
 
@@ -9,43 +9,82 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
+from cli_support import fails, pretrain_tiny, train
 
 from minilm import ModelConfig
 from minilm.cli import build_parser
 from minilm.model import parameter_count
 from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
 
-from cli_support import fails, pretrain_tiny, train  # noqa: E402  (train.py is a script at the repository root)
-
-FAST = ["--max-steps", "3", "--eval-every", "3", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1", "--device", "cpu"]
+FAST = [
+    "--max-steps",
+    "3",
+    "--eval-every",
+    "3",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "1",
+    "--warmup-steps",
+    "1",
+    "--device",
+    "cpu",
+]
 METHOD_FLAGS = {
-    "prompt": ["--prompt-len", "4"], "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
-    "prefix": ["--prefix-len", "4", "--prefix-hidden", "16"], "freeze": ["--freeze-last", "1"], "bitfit": [],
-    "lora": ["--lora-rank", "2"], "full": [],
+    "prompt": ["--prompt-len", "4"],
+    "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
+    "prefix": ["--prefix-len", "4", "--prefix-hidden", "16"],
+    "freeze": ["--freeze-last", "1"],
+    "bitfit": [],
+    "lora": ["--lora-rank", "2"],
+    "full": [],
 }
-MERRY = ["O happy day, my heart is merry", "Sweet love doth fill my soul with joy", "What a gentle and a gracious lord",
-         "The sun doth smile upon our fair city", "Good friends, rejoice, for peace is come", "A fair and noble deed, well done",
-         "My lady's kindness warms the hall", "Our hearts are glad and full of song"]
-SAD = ["Alas, my heart is heavy with grief", "Foul murder stalks the night", "O wretched day, curse on thee",
-       "The villain hath betrayed us all", "Sorrow and woe upon this house", "A plague upon your bitter tongue",
-       "Thy cruel words have slain me", "Dark and dreadful is this hour"]
-COUNT = re.compile(r"trainable: ([\d,]+) parameters \(([\d.e-]+)% of the base's ([\d,]+)\); saved for inference: ([\d,]+)")
+MERRY = [
+    "O happy day, my heart is merry",
+    "Sweet love doth fill my soul with joy",
+    "What a gentle and a gracious lord",
+    "The sun doth smile upon our fair city",
+    "Good friends, rejoice, for peace is come",
+    "A fair and noble deed, well done",
+    "My lady's kindness warms the hall",
+    "Our hearts are glad and full of song",
+]
+SAD = [
+    "Alas, my heart is heavy with grief",
+    "Foul murder stalks the night",
+    "O wretched day, curse on thee",
+    "The villain hath betrayed us all",
+    "Sorrow and woe upon this house",
+    "A plague upon your bitter tongue",
+    "Thy cruel words have slain me",
+    "Dark and dreadful is this hour",
+]
+COUNT = re.compile(
+    r"trainable: ([\d,]+) parameters \(([\d.e-]+)% of the base's ([\d,]+)\); saved for inference: ([\d,]+)"
+)
 
 
-def write_task(folder: Path, label_words: dict[str, str] | None = None, test: bool = False, dev_label: str | None = None) -> Path:
-    """train.tsv (12 lines) and dev.tsv (4) of Shakespeare-like sentences, 1 = merry, 0 = sad; task.json when words are given."""
+def write_task(
+    folder: Path, label_words: dict[str, str] | None = None, test: bool = False, dev_label: str | None = None
+) -> Path:
+    """train.tsv (12 lines) and dev.tsv (4) of Shakespeare-like sentences, 1 = merry, 0 = sad; task.json when words
+    are given."""
     folder.mkdir(parents=True)
 
     def tsv(rows: list[tuple[str, str]]) -> str:
         return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
 
-    (folder / "train.tsv").write_text(tsv([(t, "1") for t in MERRY[:6]] + [(t, "0") for t in SAD[:6]]), encoding="utf-8")
+    (folder / "train.tsv").write_text(
+        tsv([(t, "1") for t in MERRY[:6]] + [(t, "0") for t in SAD[:6]]), encoding="utf-8"
+    )
     dev = [(t, "1") for t in MERRY[6:]] + [(t, dev_label or "0") for t in SAD[6:]]
     (folder / "dev.tsv").write_text(tsv(dev), encoding="utf-8")
     if test:
         (folder / "test.tsv").write_text(tsv([(MERRY[0], "1"), (SAD[0], "0")]), encoding="utf-8")
     if label_words:
-        (folder / "task.json").write_text(json.dumps({"labels": ["0", "1"], "label_words": label_words}), encoding="utf-8")
+        (folder / "task.json").write_text(
+            json.dumps({"labels": ["0", "1"], "label_words": label_words}), encoding="utf-8"
+        )
     return folder
 
 
@@ -63,12 +102,28 @@ def task_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, base_run, task_dir) -> Path:
     out = tmp_path_factory.mktemp("tuned") / "prompt"
-    assert train.main(["tune", "--base", str(base_run), "--method", "prompt", "--task", str(task_dir), "--out", str(out), *FAST]) == 0
+    assert (
+        train.main(
+            ["tune", "--base", str(base_run), "--method", "prompt", "--task", str(task_dir), "--out", str(out), *FAST]
+        )
+        == 0
+    )
     return out
 
 
 def tune(tmp_path, base_run, task, method: str, *flags: str, out: Path | None = None) -> list[str]:
-    return ["tune", "--base", str(base_run), "--method", method, "--task", str(task), "--out", str(out or tmp_path / "t"), *flags]
+    return [
+        "tune",
+        "--base",
+        str(base_run),
+        "--method",
+        method,
+        "--task",
+        str(task),
+        "--out",
+        str(out or tmp_path / "t"),
+        *flags,
+    ]
 
 
 def printed_counts(out: str) -> tuple[int, float, int, int]:
@@ -80,7 +135,8 @@ def printed_counts(out: str) -> tuple[int, float, int, int]:
 
 
 def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
-    """(trainable, saved for inference) in closed form for METHOD_FLAGS' settings with a verbalizer (no readout parameters)."""
+    """(trainable, saved for inference) in closed form for METHOD_FLAGS' settings with a verbalizer (no readout
+    parameters)."""
     n, d, L, h, d_prime = 4, c.d_model, c.n_layers, 16, 64
     if method == "prompt":
         return n * d, n * d
@@ -88,8 +144,12 @@ def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
         return n * d + (d * h + h) + (h * d + d), n * d
     if method == "prefix":  # P', W_1, b_1, W_2, b_2; folded to L x 2 x n x d
         return n * d_prime + (d_prime * h + h) + (h * 2 * L * d + 2 * L * d), 2 * L * n * d
-    count = {"freeze": LayerFreezing.expected_count(c, "last", 1), "bitfit": BitFit.expected_count(c),
-             "lora": LoRA.expected_count(c, 2), "full": parameter_count(c)}[method]
+    count = {
+        "freeze": LayerFreezing.expected_count(c, "last", 1),
+        "bitfit": BitFit.expected_count(c),
+        "lora": LoRA.expected_count(c, 2),
+        "full": parameter_count(c),
+    }[method]
     return count, count
 
 
@@ -101,7 +161,9 @@ def test_the_command_line_offers_exactly_the_library_methods():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_tune_writes_the_tuned_model_and_prints_the_closed_form_trainable_count(method, tmp_path, base_run, task_dir, capsys):
+def test_tune_writes_the_tuned_model_and_prints_the_closed_form_trainable_count(
+    method, tmp_path, base_run, task_dir, capsys
+):
     assert train.main(tune(tmp_path, base_run, task_dir, method, *METHOD_FLAGS[method], *FAST)) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "t" / "tuned.json").is_file() and (tmp_path / "t" / "tuned.safetensors").is_file()
@@ -192,14 +254,34 @@ def test_classify_a_split_writes_a_report_with_accuracy_macro_f1_and_confusion(t
     assert "confusion matrix (rows: gold label, columns: predicted)" in out and "precision  recall" in out
     dev = json.loads((tuned / "tuned.json").read_text())["dev"]
     assert report["accuracy"] == pytest.approx(dev["accuracy"]) and report["macro_f1"] == pytest.approx(dev["macro_f1"])
-    assert train.main(["classify", "--from", str(tuned), "--task", str(task_dir), "--report", str(tmp_path / "r.json")]) == 0
+    assert (
+        train.main(["classify", "--from", str(tuned), "--task", str(task_dir), "--report", str(tmp_path / "r.json")])
+        == 0
+    )
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == report["accuracy"]
 
 
 def test_resume_after_an_interrupted_tune_continues_the_steps(tmp_path, base_run, task_dir, capsys):
     out = tmp_path / "t"
     flags = ["--eval-every", "2", "--batch-size", "4", "--log-every", "1", "--device", "cpu"]
-    assert train.main(tune(tmp_path, base_run, task_dir, "prefix", "--prefix-len", "2", "--prefix-hidden", "8", "--max-steps", "2", *flags)) == 0
+    assert (
+        train.main(
+            tune(
+                tmp_path,
+                base_run,
+                task_dir,
+                "prefix",
+                "--prefix-len",
+                "2",
+                "--prefix-hidden",
+                "8",
+                "--max-steps",
+                "2",
+                *flags,
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
     assert train.main(["tune", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
     assert "resumed from step 2" in capsys.readouterr().out
@@ -210,7 +292,13 @@ def test_resume_after_an_interrupted_tune_continues_the_steps(tmp_path, base_run
 
 def test_tune_refuses_to_start_over_an_existing_tune_and_loses_nothing(tuned, base_run, task_dir, capsys):
     before = {name: (tuned / name).read_bytes() for name in ("tuned.json", "tuned.safetensors", "train_state.pt")}
-    fails(capsys, tune(None, base_run, task_dir, "prompt", *FAST, out=tuned), "already holds a tuned model", "--resume", "--overwrite")
+    fails(
+        capsys,
+        tune(None, base_run, task_dir, "prompt", *FAST, out=tuned),
+        "already holds a tuned model",
+        "--resume",
+        "--overwrite",
+    )
     assert {name: (tuned / name).read_bytes() for name in before} == before
 
 
@@ -239,14 +327,25 @@ def test_prompt_length_must_be_positive(capsys, tmp_path, base_run, task_dir, va
 
 def test_prompt_too_long_for_the_base_context(capsys, tmp_path, base_run):
     task = write_task(tmp_path / "plain")  # a head on a causal base adds no tokens: 31 of the 32 positions are free
-    fails(capsys, tune(tmp_path, base_run, task, "prompt", "--prompt-len", "32"),
-          "--prompt-len 32 leaves no room for text", "max_len) is 32 tokens, the soft prompt takes 32", "--prompt-len 31 or less")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task, "prompt", "--prompt-len", "32"),
+        "--prompt-len 32 leaves no room for text",
+        "max_len) is 32 tokens, the soft prompt takes 32",
+        "--prompt-len 31 or less",
+    )
     assert not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize("recipe", ["--freeze-first", "--freeze-last"])
 def test_freezing_more_layers_than_the_base_has(capsys, tmp_path, base_run, task_dir, recipe):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze", recipe, "2"), f"{recipe} 2", "the base has 1 layer(s)", "0..1")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task_dir, "freeze", recipe, "2"),
+        f"{recipe} 2",
+        "the base has 1 layer(s)",
+        "0..1",
+    )
 
 
 def test_lora_rank_zero(capsys, tmp_path, base_run, task_dir):
@@ -254,7 +353,9 @@ def test_lora_rank_zero(capsys, tmp_path, base_run, task_dir):
 
 
 def test_lora_rank_larger_than_d_model(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "lora", "--lora-rank", "33"), "--lora-rank 33", "d_model=32", "1..32")
+    fails(
+        capsys, tune(tmp_path, base_run, task_dir, "lora", "--lora-rank", "33"), "--lora-rank 33", "d_model=32", "1..32"
+    )
 
 
 def test_unknown_method(capsys, tmp_path, base_run, task_dir):
@@ -276,26 +377,50 @@ def test_freeze_without_a_recipe_trains_the_first_block_and_the_embeddings(tmp_p
 
 
 def test_freeze_first_and_last_together(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "freeze", "--freeze-first", "1", "--freeze-last", "1"),
-          "--freeze-last", "not allowed with", "--freeze-first")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task_dir, "freeze", "--freeze-first", "1", "--freeze-last", "1"),
+        "--freeze-last",
+        "not allowed with",
+        "--freeze-first",
+    )
 
 
 def test_a_setting_of_another_method(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "prompt", "--lora-rank", "4"), "--lora-rank does not apply to --method prompt")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task_dir, "prompt", "--lora-rank", "4"),
+        "--lora-rank does not apply to --method prompt",
+    )
 
 
 def test_label_words_that_do_not_match_the_labels(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "prompt", "--label-words", " sad, merry, wroth"),
-          "3 label words", "for 2 labels", "one word per label")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task_dir, "prompt", "--label-words", " sad, merry, wroth"),
+        "3 label words",
+        "for 2 labels",
+        "one word per label",
+    )
 
 
 def test_a_verbalizer_without_label_words(capsys, tmp_path, base_run):
     task = write_task(tmp_path / "plain")
-    fails(capsys, tune(tmp_path, base_run, task, "prompt", "--readout", "verbalizer"), "needs a word per label", "--label-words")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task, "prompt", "--readout", "verbalizer"),
+        "needs a word per label",
+        "--label-words",
+    )
 
 
 def test_tune_without_a_base(capsys, tmp_path, task_dir):
-    fails(capsys, ["tune", "--method", "prompt", "--task", str(task_dir), "--out", str(tmp_path / "t")], "required", "--base")
+    fails(
+        capsys,
+        ["tune", "--method", "prompt", "--task", str(task_dir), "--out", str(tmp_path / "t")],
+        "required",
+        "--base",
+    )
     fails(capsys, tune(tmp_path, tmp_path / "nothing", task_dir, "prompt"), "nothing does not exist")
 
 
@@ -313,22 +438,38 @@ def test_classify_on_a_base_with_other_weights(capsys, tmp_path, tuned, base_run
         tensors = safetensors.torch.load_file(other / name)
         tensors["tok_emb.weight"][7, 0] += 1e-3
         safetensors.torch.save_file(tensors, other / name)
-    fails(capsys, ["classify", "--from", str(tuned), "--base", str(other), "--text", "O happy day"],
-          "tuned from a different base model", "SHA-256")
+    fails(
+        capsys,
+        ["classify", "--from", str(tuned), "--base", str(other), "--text", "O happy day"],
+        "tuned from a different base model",
+        "SHA-256",
+    )
 
 
 def test_classify_from_a_missing_tuned_folder(capsys, tmp_path):
-    fails(capsys, ["classify", "--from", str(tmp_path / "missing"), "--text", "hi"], "missing does not exist", "train.py tune")
+    fails(
+        capsys,
+        ["classify", "--from", str(tmp_path / "missing"), "--text", "hi"],
+        "missing does not exist",
+        "train.py tune",
+    )
     fails(capsys, ["classify", "--from", str(tmp_path), "--text", "hi"], "tuned.json is missing")
 
 
 def test_classify_a_split_the_task_does_not_have(capsys, tuned, task_dir):
-    fails(capsys, ["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "test"], "no test split", "test.tsv")
+    fails(
+        capsys,
+        ["classify", "--from", str(tuned), "--task", str(task_dir), "--split", "test"],
+        "no test split",
+        "test.tsv",
+    )
 
 
 def test_tune_with_a_template_trains_through_the_label_words_at_its_slot(tmp_path, base_run, task_dir, capsys):
     out = tmp_path / "t"
-    argv = tune(tmp_path, base_run, task_dir, "prompt", "--prompt-len", "2", "--template", "{text} So the mood is", *FAST)
+    argv = tune(
+        tmp_path, base_run, task_dir, "prompt", "--prompt-len", "2", "--template", "{text} So the mood is", *FAST
+    )
     assert train.main(argv) == 0
     meta = json.loads((out / "tuned.json").read_text())
     assert meta["readout"]["kind"] == "verbalizer" and meta["readout"]["template"] == "{text} So the mood is"
@@ -338,5 +479,9 @@ def test_tune_with_a_template_trains_through_the_label_words_at_its_slot(tmp_pat
 
 
 def test_a_template_with_a_head_or_without_the_text_field(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--readout", "head", "--template", "{text} is"), "--template")
+    fails(
+        capsys,
+        tune(tmp_path, base_run, task_dir, "bitfit", "--readout", "head", "--template", "{text} is"),
+        "--template",
+    )
     fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--template", "no field here"), "no field")

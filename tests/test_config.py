@@ -8,7 +8,17 @@ from minilm import ModelConfig
 
 
 def test_config_json_round_trip_is_exact():
-    config = ModelConfig(vocab_size=500, d_model=48, n_heads=6, n_layers=3, d_ff=96, max_len=40, dropout=0.2, causal=False, attention="math")
+    config = ModelConfig(
+        vocab_size=500,
+        d_model=48,
+        n_heads=6,
+        n_layers=3,
+        d_ff=96,
+        max_len=40,
+        dropout=0.2,
+        causal=False,
+        attention="math",
+    )
     assert ModelConfig.from_json(config.to_json()) == config
 
 
@@ -24,7 +34,9 @@ def test_head_dim_is_width_over_heads():
 
 
 def test_width_not_divisible_by_heads_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"d_model=250 is not divisible by n_heads=4.*multiple of n_heads \(e\.g\. 248 or 252\)"):
+    with pytest.raises(
+        ValueError, match=r"d_model=250 is not divisible by n_heads=4.*multiple of n_heads \(e\.g\. 248 or 252\)"
+    ):
         ModelConfig(d_model=250, n_heads=4)
 
 

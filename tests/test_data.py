@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_TEXT
 
 from minilm import Tokenizer
+from minilm.tokenizer import CLS_ID, EOS_ID, PAD_ID, SEP_ID
 from minilm.training.corpus import (
     TokenStream,
     encode_documents,
@@ -20,9 +22,6 @@ from minilm.training.corpus import (
     split_text,
     token_byte_lengths,
 )
-from minilm.tokenizer import CLS_ID, EOS_ID, PAD_ID, SEP_ID
-
-from conftest import SAMPLE_TEXT
 
 CHINESE = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n"
 
@@ -94,7 +93,7 @@ def test_missing_path_and_empty_folder_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_text_files([tmp_path / "nope.txt"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no .txt files"):
+    with pytest.raises(ValueError, match=r"holds no .txt files"):
         find_text_files([tmp_path / "empty"])
 
 
@@ -144,8 +143,10 @@ def test_packed_blocks_hold_whole_lines_between_cls_and_sep_and_never_mix_docume
         [CLS_ID] + [11] * 8 + [SEP_ID],
         [CLS_ID, 11, 11, 11, 11, SEP_ID],
     ]
-    assert (blocks[0, lengths[0]:] == PAD_ID).all()
+    assert (blocks[0, lengths[0] :] == PAD_ID).all()
     input_ids, attention_mask = sample_blocks(blocks, lengths, 4, torch.Generator().manual_seed(0))
-    assert torch.equal(attention_mask.sum(1), torch.from_numpy(lengths)[
-        torch.randint(0, len(blocks), (4,), generator=torch.Generator().manual_seed(0))])
+    assert torch.equal(
+        attention_mask.sum(1),
+        torch.from_numpy(lengths)[torch.randint(0, len(blocks), (4,), generator=torch.Generator().manual_seed(0))],
+    )
     assert (input_ids[attention_mask == 0] == PAD_ID).all()

@@ -76,8 +76,12 @@ def test_docs_folder_has_pages():
 def test_every_equation_points_at_code_and_a_test(page):
     for equation, after in equation_sections(page.read_text(encoding="utf-8")):
         paths = [path for path, _ in REFERENCE.findall(after)]
-        assert any(p.startswith("minilm/") for p in paths), f"{page.name}: no code reference after $${equation[:60]}...$$"
-        assert any(p.startswith("tests/") for p in paths), f"{page.name}: no test reference after $${equation[:60]}...$$"
+        assert any(p.startswith("minilm/") for p in paths), (
+            f"{page.name}: no code reference after $${equation[:60]}...$$"
+        )
+        assert any(p.startswith("tests/") for p in paths), (
+            f"{page.name}: no test reference after $${equation[:60]}...$$"
+        )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
@@ -93,7 +97,9 @@ def test_every_reference_exists(page):
 
 
 def test_docs_cover_the_core_equations():
-    referenced = {f"{path}::{symbol}" for page in PAGES for path, symbol in REFERENCE.findall(page.read_text(encoding="utf-8"))}
+    referenced = {
+        f"{path}::{symbol}" for page in PAGES for path, symbol in REFERENCE.findall(page.read_text(encoding="utf-8"))
+    }
     assert REQUIRED <= referenced, f"not covered: {sorted(REQUIRED - referenced)}"
 
 

@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_TEXT, random_ids, tiny_model
 
 from minilm import causal_lm_loss
 from minilm.training.corpus import TokenStream, token_byte_lengths
 from minilm.training.evaluate import bits_per_byte, evaluate_causal
-
-from conftest import SAMPLE_TEXT, random_ids, tiny_model
 
 
 def stream_of(ids: torch.Tensor) -> TokenStream:

@@ -152,9 +152,16 @@ def test_cuda_half_precision_with_default_tiles_matches_math(dtype, d_k):
     q, k, v = random_qkv(B=2, h=4, T_q=1000, P=16, d_k=d_k, dtype=dtype)
     tol = 2e-2 if dtype == torch.bfloat16 else 5e-3
     dout = torch.randn_like(q)
-    ours = outputs_and_grads(lambda *a: attention(*a, 0.0, "triton"), q, k, v, True, key_mask_for("right", 2, 1016, 16), dout)
-    reference = outputs_and_grads(lambda *a: math_attention(*a, 0.0), *(t.detach().float().requires_grad_(True) for t in (q, k, v)),
-                                  True, key_mask_for("right", 2, 1016, 16), dout.float())
+    ours = outputs_and_grads(
+        lambda *a: attention(*a, 0.0, "triton"), q, k, v, True, key_mask_for("right", 2, 1016, 16), dout
+    )
+    reference = outputs_and_grads(
+        lambda *a: math_attention(*a, 0.0),
+        *(t.detach().float().requires_grad_(True) for t in (q, k, v)),
+        True,
+        key_mask_for("right", 2, 1016, 16),
+        dout.float(),
+    )
     for a, b in zip(ours, reference):
         torch.testing.assert_close(a.float(), b, atol=tol, rtol=tol)
 
@@ -223,8 +230,14 @@ def test_kernels_compile_for_sm90_with_the_default_tiles_without_spilling_regist
     """What the interpreter cannot check: Triton's compiler (no GPU needed) builds every kernel for an H100/H200, and
     with the default fp16 tiles no kernel spills registers to local memory (bench/kernel_resources.py)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "bench/kernel_resources.py", "--dtypes", "fp16", "--head-dims", "64"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, "bench/kernel_resources.py", "--dtypes", "fp16", "--head-dims", "64"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [line.split("|") for line in run.stdout.splitlines() if line.startswith("| fp16 | 64 |")]
     assert [row[3].strip() for row in rows] == ["forward", "dk_dv", "dq"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_ids, tiny_config, tiny_model
 
 from minilm import KVCache, Transformer, fill_mask, generate, mask_tokens, masked_lm_loss
 from minilm.model.sampling import sample_next_token, top_k_filter, top_p_filter
 from minilm.tokenizer import CLS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID
-from conftest import random_ids, tiny_config, tiny_model
 
 
 @pytest.mark.parametrize("backend", ["math", "sdpa"])
@@ -26,7 +26,9 @@ def test_kv_cache_decoding_gives_the_same_logits_as_recomputing(backend):
         logits = model(token, cache=cache)[:, -1]
 
 
-@pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=0.9, top_k=20, top_p=0.9)], ids=["greedy", "sampled"])
+@pytest.mark.parametrize(
+    "sampling", [dict(temperature=0.0), dict(temperature=0.9, top_k=20, top_p=0.9)], ids=["greedy", "sampled"]
+)
 def test_cached_and_uncached_generation_agree(sampling):
     model = tiny_model()
     ids = random_ids(3, 4)
@@ -39,7 +41,9 @@ def test_cached_and_uncached_generation_agree(sampling):
 def test_greedy_generation_is_deterministic():
     model = tiny_model()
     ids = random_ids(2, 4)
-    assert torch.equal(generate(model, ids, 10, temperature=0.0, seed=1), generate(model, ids, 10, temperature=0.0, seed=2))
+    assert torch.equal(
+        generate(model, ids, 10, temperature=0.0, seed=1), generate(model, ids, 10, temperature=0.0, seed=2)
+    )
 
 
 def test_sampling_is_reproducible_from_the_seed():
@@ -115,7 +119,9 @@ def test_generation_with_a_prefix_uses_it_in_the_cache_and_changes_the_output():
     model = tiny_model()
     g = torch.Generator().manual_seed(0)
     shape = (1, model.config.n_heads, 4, model.config.head_dim)
-    prefix = [(2 * torch.randn(shape, generator=g), 2 * torch.randn(shape, generator=g)) for _ in range(model.config.n_layers)]
+    prefix = [
+        (2 * torch.randn(shape, generator=g), 2 * torch.randn(shape, generator=g)) for _ in range(model.config.n_layers)
+    ]
     ids = random_ids(1, 3)
     cached = generate(model, ids, 10, prefix=prefix, temperature=0.0, eos_id=None)
     uncached = generate(model, ids, 10, prefix=prefix, temperature=0.0, eos_id=None, use_cache=False)
@@ -126,7 +132,10 @@ def test_generation_with_a_prefix_uses_it_in_the_cache_and_changes_the_output():
 
 def test_asking_for_more_tokens_than_max_len_is_a_clear_error():
     model = tiny_model(max_len=16)
-    with pytest.raises(ValueError, match=r"prompt has 10 tokens and max_new_tokens=7, but the model's max_len is 16: .*at most 6 new tokens"):
+    with pytest.raises(
+        ValueError,
+        match=r"prompt has 10 tokens and max_new_tokens=7, but the model's max_len is 16: .*at most 6 new tokens",
+    ):
         generate(model, random_ids(1, 10), 7)
 
 
@@ -138,7 +147,11 @@ def test_generate_restores_training_mode():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(temperature=-1.0), "temperature must be >= 0"), (dict(top_k=0), "top_k must be >= 1"), (dict(top_p=0.0), r"top_p must be in \(0, 1\]")],
+    [
+        (dict(temperature=-1.0), "temperature must be >= 0"),
+        (dict(top_k=0), "top_k must be >= 1"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    ],
 )
 def test_bad_sampling_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -18,7 +18,9 @@ def example():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 7, 11, generator=g, requires_grad=True)
     ids = torch.randint(0, 11, (2, 7), generator=g)
-    output = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0]], dtype=torch.bool)  # row 2: padding after the output
+    output = torch.tensor(
+        [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 0, 0]], dtype=torch.bool
+    )  # row 2: padding after the output
     mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
     return logits, ids, output, mask
 
@@ -38,7 +40,9 @@ def test_instruction_loss_equals_the_hand_computed_mix_of_whole_sequence_and_out
 def test_output_only_loss_gives_no_gradient_to_predictions_of_instruction_tokens():
     logits, ids, output, mask = example()
     instruction_loss(logits, ids, output, output_only=True, attention_mask=mask).backward()
-    predicts_output = torch.cat([output[:, 1:], torch.zeros(2, 1, dtype=torch.bool)], dim=1)  # position t predicts x_{t+1}
+    predicts_output = torch.cat(
+        [output[:, 1:], torch.zeros(2, 1, dtype=torch.bool)], dim=1
+    )  # position t predicts x_{t+1}
     grad_norm = logits.grad.abs().sum(dim=-1)
     assert (grad_norm[~predicts_output] == 0).all(), "a position predicting an instruction token got a gradient"
     assert (grad_norm[predicts_output] > 0).all()

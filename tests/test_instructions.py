@@ -6,11 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_model
 
-from minilm.tuning.instructions import Instruction, answer, answers, encode_instruction, instruction_batch, load_instructions
 from minilm.tokenizer import EOS_ID, PAD_ID
+from minilm.tuning.instructions import (
+    Instruction,
+    answer,
+    answers,
+    encode_instruction,
+    instruction_batch,
+    load_instructions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = Instruction("Repeat the input.", "to be or not to be", "to be or not to be")
@@ -49,8 +55,13 @@ def test_the_loader_reads_jsonl_and_names_the_line_of_a_bad_record(tmp_path):
     good.write_text(json.dumps({"instruction": "Repeat.", "input": "", "output": "x"}) + "\n\n", encoding="utf-8")
     assert load_instructions(good) == [Instruction("Repeat.", "", "x")]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"instruction": "Repeat.", "input": "a", "output": "a"}) + "\n" + json.dumps({"instruction": "x"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl line 2: each line needs string fields"):
+    bad.write_text(
+        json.dumps({"instruction": "Repeat.", "input": "a", "output": "a"})
+        + "\n"
+        + json.dumps({"instruction": "x"})
+        + "\n"
+    )
+    with pytest.raises(ValueError, match=r"bad.jsonl line 2: each line needs string fields"):
         load_instructions(bad)
     bad.write_text("{not json\n")
     with pytest.raises(ValueError, match="line 1 is not valid JSON"):
@@ -63,11 +74,15 @@ def test_the_loader_reads_jsonl_and_names_the_line_of_a_bad_record(tmp_path):
 def test_the_shipped_instruction_data_is_what_its_generator_writes(tmp_path, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_instructions", ROOT / "data" / "instructions" / "make_instructions.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_instructions", ROOT / "data" / "instructions" / "make_instructions.py"
+    )
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     monkeypatch.setattr(make, "HERE", tmp_path)
-    (tmp_path.parent / "tinyshakespeare.txt").write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path.parent / "tinyshakespeare.txt").write_text(
+        (ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     make.main()
     for name in ("train.jsonl", "dev.jsonl", "dev_new_phrasing.jsonl"):
         assert (tmp_path / name).read_bytes() == (ROOT / "data" / "instructions" / name).read_bytes(), name
@@ -79,8 +94,11 @@ def test_the_shipped_instruction_data_is_what_its_generator_writes(tmp_path, mon
 
 def test_answers_in_a_left_padded_batch_equal_the_answers_one_at_a_time(tokenizer):
     model = tiny_model(seed=3, vocab_size=tokenizer.vocab_size, max_len=96, attention="math")
-    examples = [EXAMPLE, Instruction("Give the first word.", "to be", "to"),
-                Instruction("Count the words.", "whether tis nobler in the mind", "6")]
+    examples = [
+        EXAMPLE,
+        Instruction("Give the first word.", "to be", "to"),
+        Instruction("Count the words.", "whether tis nobler in the mind", "6"),
+    ]
     together = answers(model, tokenizer, examples, max_new_tokens=8)
     assert together == [answer(model, tokenizer, e, max_new_tokens=8) for e in examples]
     assert any(together), "the model wrote nothing, so the comparison means nothing"

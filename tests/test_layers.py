@@ -14,8 +14,18 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-LAYERS = {"files": 0, "outputs": 0, "settings": 0, "tokenizer": 0, "model": 1, "training": 2, "prompting": 3, "tuning": 4,
-          "experiments": 5, "cli": 6}
+LAYERS = {
+    "files": 0,
+    "outputs": 0,
+    "settings": 0,
+    "tokenizer": 0,
+    "model": 1,
+    "training": 2,
+    "prompting": 3,
+    "tuning": 4,
+    "experiments": 5,
+    "cli": 6,
+}
 TOP = 7
 
 
@@ -45,7 +55,9 @@ def imports(source: str, package: str, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # a relative import, resolved against the importing package
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "minilm":
                 continue
             for alias in node.names:
@@ -63,8 +75,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def upward(edges: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})" for a, targets in edges.items() for b in targets
-                  if layer(b) > layer(a))
+    return sorted(
+        f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
+        for a, targets in edges.items()
+        for b in targets
+        if layer(b) > layer(a)
+    )
 
 
 def cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -77,7 +93,7 @@ def cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(edges.get(node, ())):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         state[node] = 2
@@ -103,7 +119,8 @@ def test_the_layer_check_catches_an_upward_import_and_a_cycle():
     found = imports(source, "minilm.model", set(MODULES))
     assert found == {"minilm.tuning.tuned", "minilm.files"}
     assert upward({"minilm.model.transformer": found}) == [
-        "minilm.model.transformer (layer 1) imports minilm.tuning.tuned (layer 4)"]
+        "minilm.model.transformer (layer 1) imports minilm.tuning.tuned (layer 4)"
+    ]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
 

@@ -98,7 +98,9 @@ def test_report_is_json_ready():
 
 @pytest.mark.parametrize("predicted, gold", [([0, 1], [0, 1, 2]), ([0, 1, 2], [0]), ([], [])])
 def test_mismatched_lengths_or_no_examples_are_an_error(predicted, gold):
-    with pytest.raises(ValueError, match=rf"need as many predictions as gold labels.*got {len(predicted)} and {len(gold)}"):
+    with pytest.raises(
+        ValueError, match=rf"need as many predictions as gold labels.*got {len(predicted)} and {len(gold)}"
+    ):
         classification_report(predicted, gold, LABELS)
 
 

@@ -1,4 +1,5 @@
-"""The Transformer: parameter count, tied output, LayerNorm and FFN equations, causality, padding, prefix, cache, input errors."""
+"""The Transformer: parameter count, tied output, LayerNorm and FFN equations, causality, padding, prefix, cache,
+input errors."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_ids, tiny_config, tiny_model
 
 from minilm import KVCache, Transformer, causal_lm_loss, mask_tokens, masked_lm_loss, parameter_count
 from minilm.model.attention import BACKENDS as ATTENTION_BACKENDS
 from minilm.model.layers import FeedForward, LayerNorm, layer_norm
 from minilm.model.masks import position_ids
-from conftest import random_ids, tiny_config, tiny_model
 
 BACKENDS = list(ATTENTION_BACKENDS)
 
@@ -26,12 +27,20 @@ def random_prefix(config, batch=1, length=3, seed=0):
 
 @pytest.mark.parametrize(
     "sizes",
-    [dict(), dict(vocab_size=1000, d_model=64, n_heads=8, n_layers=3, d_ff=256, max_len=128), dict(n_layers=1, d_ff=17)],
+    [
+        dict(),
+        dict(vocab_size=1000, d_model=64, n_heads=8, n_layers=3, d_ff=256, max_len=128),
+        dict(n_layers=1, d_ff=17),
+    ],
 )
 def test_parameter_count_matches_closed_form(sizes):
     config = tiny_config(**sizes)
     V, N, L, d, f = config.vocab_size, config.max_len, config.n_layers, config.d_model, config.d_ff
-    assert Transformer(config).num_parameters() == parameter_count(config) == V * d + N * d + L * (4 * d * d + 2 * d * f + 9 * d + f) + 2 * d
+    assert (
+        Transformer(config).num_parameters()
+        == parameter_count(config)
+        == V * d + N * d + L * (4 * d * d + 2 * d * f + 9 * d + f) + 2 * d
+    )
 
 
 def test_output_projection_is_tied_to_the_token_embedding():
@@ -67,7 +76,9 @@ def test_layer_norm_fused_kernel_equals_the_written_out_equation_in_values_and_g
     torch.testing.assert_close(ln(x), layer_norm(x, ln.gamma, ln.beta, ln.eps))
     for a, b in zip(fused, written_out):
         torch.testing.assert_close(a, b)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision keeps LayerNorm in float32, as the written-out form
+    with torch.autocast(
+        "cpu", dtype=torch.bfloat16
+    ):  # mixed precision keeps LayerNorm in float32, as the written-out form
         assert ln(x).dtype == torch.float32
 
 
@@ -106,7 +117,7 @@ def test_residual_output_projections_start_with_smaller_weights():
 
 def test_same_seed_gives_same_weights_and_other_seed_differs():
     a, b, c = Transformer(tiny_config(), seed=1), Transformer(tiny_config(), seed=1), Transformer(tiny_config(), seed=2)
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb, _pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.tok_emb.weight, c.tok_emb.weight)
 
@@ -122,12 +133,13 @@ def test_causal_and_bidirectional_models_share_weights_but_not_outputs():
     torch.testing.assert_close(out_c[:, -1], out_b[:, -1])
 
 
-
 def model_for(backend: str, **overrides) -> Transformer:
-    """The tiny model on `backend`; for `triton` with 2 heads of 16 (the kernel's smallest head dim) instead of 4 of 8."""
+    """The tiny model on `backend`; for `triton` with 2 heads of 16 (the kernel's smallest head dim) instead of 4
+    of 8."""
     if backend == "triton":
         overrides.setdefault("n_heads", 2)
     return tiny_model(attention=backend, **overrides)
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_causal_model_output_at_t_has_zero_gradient_from_later_inputs(backend):

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import random_ids
 
 from minilm import IGNORE_INDEX, causal_lm_loss, mask_tokens, masked_lm_loss
+from minilm.tokenizer import CLS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID
 from minilm.training.objectives import masked_lm_loss_on_selected
-from minilm.tokenizer import MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, CLS_ID, SEP_ID
-from conftest import random_ids
 
 
 def test_causal_lm_loss_is_mean_negative_log_likelihood_of_the_next_token():
@@ -30,8 +30,12 @@ def test_causal_lm_loss_ignores_padding():
     alone = causal_lm_loss(logits, ids)
     junk = torch.randn(1, 3, 11, generator=g)
     pads = torch.full((1, 3), PAD_ID)
-    right = causal_lm_loss(torch.cat([logits, junk], 1), torch.cat([ids, pads], 1), torch.tensor([[1, 1, 1, 1, 0, 0, 0]]))
-    left = causal_lm_loss(torch.cat([junk, logits], 1), torch.cat([pads, ids], 1), torch.tensor([[0, 0, 0, 1, 1, 1, 1]]))
+    right = causal_lm_loss(
+        torch.cat([logits, junk], 1), torch.cat([ids, pads], 1), torch.tensor([[1, 1, 1, 1, 0, 0, 0]])
+    )
+    left = causal_lm_loss(
+        torch.cat([junk, logits], 1), torch.cat([pads, ids], 1), torch.tensor([[0, 0, 0, 1, 1, 1, 1]])
+    )
     torch.testing.assert_close(right, alone)
     torch.testing.assert_close(left, alone)
 

@@ -17,15 +17,53 @@ from minilm.outputs import MARKER, OutputKind, check_output, claim_output, outpu
 
 KIND = OutputKind("thing", "a thing", ("a.json", "b.bin", "sub/"))
 OTHER = OutputKind("other", "another thing", ("c.json",))
-FAST_TUNE = ["--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--log-every", "1", "--warmup-steps", "1",
-             "--device", "cpu"]
-TINY = ["--vocab", "300", "--layers", "1", "--width", "32", "--heads", "2", "--context", "32", "--batch-size", "8",
-        "--max-steps", "2", "--eval-every", "2", "--eval-windows", "4", "--log-every", "1", "--warmup-steps", "1"]
+FAST_TUNE = [
+    "--max-steps",
+    "2",
+    "--eval-every",
+    "2",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "1",
+    "--warmup-steps",
+    "1",
+    "--device",
+    "cpu",
+]
+TINY = [
+    "--vocab",
+    "300",
+    "--layers",
+    "1",
+    "--width",
+    "32",
+    "--heads",
+    "2",
+    "--context",
+    "32",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "2",
+    "--eval-every",
+    "2",
+    "--eval-windows",
+    "4",
+    "--log-every",
+    "1",
+    "--warmup-steps",
+    "1",
+]
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under `folder` (recursively) with the SHA-256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---- the rule ----------------------------------------------------------------------------------------------
@@ -48,14 +86,16 @@ def test_a_folder_without_the_marker_is_never_replaced_even_with_overwrite(tmp_p
 def test_another_kind_of_output_is_refused_and_named(tmp_path):
     claim_output(tmp_path / "o", OTHER, fresh=True)
     (tmp_path / "o" / "c.json").write_text("{}")
-    with pytest.raises(ValueError, match="holds another thing written by `train.py other`, not a thing"):
+    with pytest.raises(ValueError, match=r"holds another thing written by `train.py other`, not a thing"):
         check_output(tmp_path / "o", KIND, overwrite=True, known=[OTHER])
 
 
 def test_the_same_kind_needs_resume_or_overwrite(tmp_path):
     claim_output(tmp_path / "t", KIND, fresh=True)
     (tmp_path / "t" / "a.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds a thing: continue it with --resume, start over with --overwrite"):
+    with pytest.raises(
+        ValueError, match="already holds a thing: continue it with --resume, start over with --overwrite"
+    ):
         check_output(tmp_path / "t", KIND)
     check_output(tmp_path / "t", KIND, resume=True)
     check_output(tmp_path / "t", KIND, overwrite=True)
@@ -134,7 +174,11 @@ def test_pretrain_refuses_a_users_folder_even_with_overwrite(capsys, tmp_path, t
     folder = users_folder(tmp_path)
     before = snapshot(folder)
     for extra in ([], ["--overwrite"]):
-        fails(capsys, ["pretrain", "--data", str(text_file), "--out", str(folder), *TINY, *extra], "holds no minilm output")
+        fails(
+            capsys,
+            ["pretrain", "--data", str(text_file), "--out", str(folder), *TINY, *extra],
+            "holds no minilm output",
+        )
     assert snapshot(folder) == before
 
 
@@ -142,7 +186,9 @@ def test_pretrain_overwrite_replaces_its_run_and_keeps_other_files(capsys, tmp_p
     out = tmp_path / "r"
     assert train.main(["pretrain", "--data", str(text_file), "--out", str(out), *TINY]) == 0
     (out / "notes.txt").write_text("mine")
-    assert train.main(["pretrain", "--data", str(text_file), "--out", str(out), *TINY, "--overwrite", "--seed", "1"]) == 0
+    assert (
+        train.main(["pretrain", "--data", str(text_file), "--out", str(out), *TINY, "--overwrite", "--seed", "1"]) == 0
+    )
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "train_args.json").read_text())["seed"] == 1
 
@@ -169,8 +215,23 @@ def test_tune_refuses_a_pretrained_run_as_its_output(capsys, tmp_path, base_run,
     other_run = tmp_path / "run"
     assert train.main(["pretrain", "--data", str(text_file), "--out", str(other_run), *TINY]) == 0
     before = snapshot(other_run)
-    fails(capsys, ["tune", "--base", str(base_run), "--method", "bitfit", "--task", str(task_dir), *FAST_TUNE,
-                   "--out", str(other_run), "--overwrite"], "holds a run written by `train.py pretrain`, not a tuned model")
+    fails(
+        capsys,
+        [
+            "tune",
+            "--base",
+            str(base_run),
+            "--method",
+            "bitfit",
+            "--task",
+            str(task_dir),
+            *FAST_TUNE,
+            "--out",
+            str(other_run),
+            "--overwrite",
+        ],
+        "holds a run written by `train.py pretrain`, not a tuned model",
+    )
     assert snapshot(other_run) == before
 
 
@@ -178,18 +239,41 @@ def test_instruct_never_deletes_its_base_or_a_folder_of_runs(capsys, tmp_path, b
     """The bug this rule came from: `instruct --out runs` deleted every run, `--out <base> --overwrite` the base."""
     runs = base_run.parent
     before = snapshot(runs)
-    common = ["instruct", "--base", str(base_run), "--data", str(instruction_dir), "--max-steps", "1", "--batch-size", "1"]
+    common = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(instruction_dir),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     fails(capsys, [*common, "--out", str(base_run), "--overwrite"], "is what this command reads (--base")
     fails(capsys, [*common, "--out", str(runs)], "holds no minilm output")
     fails(capsys, [*common, "--out", str(runs), "--overwrite"], "holds no minilm output")
     assert snapshot(runs) == before
 
 
-def test_instruct_refuses_a_users_folder_and_replaces_its_own_run_only_with_overwrite(capsys, tmp_path, base_run, instruction_dir):
+def test_instruct_refuses_a_users_folder_and_replaces_its_own_run_only_with_overwrite(
+    capsys, tmp_path, base_run, instruction_dir
+):
     folder = users_folder(tmp_path)
     before = snapshot(folder)
-    common = ["instruct", "--base", str(base_run), "--data", str(instruction_dir), "--max-steps", "1", "--batch-size", "1",
-              "--eval-examples", "1"]
+    common = [
+        "instruct",
+        "--base",
+        str(base_run),
+        "--data",
+        str(instruction_dir),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--eval-examples",
+        "1",
+    ]
     fails(capsys, [*common, "--out", str(folder), "--overwrite"], "holds no minilm output")
     assert snapshot(folder) == before
     out = tmp_path / "inst"
@@ -201,8 +285,18 @@ def test_instruct_refuses_a_users_folder_and_replaces_its_own_run_only_with_over
 def test_compare_refuses_a_users_folder_and_its_own_results_without_overwrite(capsys, tmp_path, base_run, task_dir):
     folder = users_folder(tmp_path)
     before = snapshot(folder)
-    common = ["compare", "--base", str(base_run), "--task", str(task_dir), "--quick", "--methods", "bitfit",
-              "--readouts", "head"]
+    common = [
+        "compare",
+        "--base",
+        str(base_run),
+        "--task",
+        str(task_dir),
+        "--quick",
+        "--methods",
+        "bitfit",
+        "--readouts",
+        "head",
+    ]
     fails(capsys, [*common, "--out", str(folder), "--overwrite"], "holds no minilm output")
     assert snapshot(folder) == before
     out = tmp_path / "cmp"
@@ -230,11 +324,30 @@ def test_plot_replaces_only_a_picture_it_drew(capsys, tmp_path, base_run):
 
 def test_classify_replaces_only_a_report_it_wrote(capsys, tmp_path, base_run, task_dir):
     tuned = tmp_path / "tuned"
-    assert train.main(["tune", "--base", str(base_run), "--method", "bitfit", "--task", str(task_dir), *FAST_TUNE,
-                       "--out", str(tuned)]) == 0
+    assert (
+        train.main(
+            [
+                "tune",
+                "--base",
+                str(base_run),
+                "--method",
+                "bitfit",
+                "--task",
+                str(task_dir),
+                *FAST_TUNE,
+                "--out",
+                str(tuned),
+            ]
+        )
+        == 0
+    )
     foreign = tmp_path / "results.json"
     foreign.write_text('{"mine": true}')
-    fails(capsys, ["classify", "--from", str(tuned), "--task", str(task_dir), "--report", str(foreign)], "was not written by minilm")
+    fails(
+        capsys,
+        ["classify", "--from", str(tuned), "--task", str(task_dir), "--report", str(foreign)],
+        "was not written by minilm",
+    )
     assert json.loads(foreign.read_text()) == {"mine": True}
     report = tmp_path / "report.json"
     for _ in range(2):  # its own report: replaced

@@ -1,4 +1,4 @@
-"""The project installs and tests the way the README says: CI runs the README's command, torch 2.13.0 satisfies the pin."""
+"""The project installs and tests as the README says: CI runs the README's command, torch 2.13.0 satisfies the pin."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import sys
 from importlib import metadata
 
 import pytest
-
 from packaging.requirements import Requirement
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def readme_test_command() -> str:
-    install = re.search(r"## Install and test\n+```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    install = re.search(
+        r"## Install and test\n+```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S
+    )
     assert install, "README.md needs an 'Install and test' bash block"
     commands = [line.split("#")[0].strip() for line in install.group(1).splitlines() if "pytest" in line]
     assert len(commands) == 1, commands
@@ -53,7 +54,9 @@ def test_readme_python_examples_run(monkeypatch):
 
 
 def test_python_dash_m_minilm_runs_the_same_command_line():
-    result = subprocess.run([sys.executable, "-m", "minilm", "--help"], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "minilm", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "usage: python -m minilm" in result.stdout
     for command in ("pretrain", "generate", "tune", "classify", "instruct", "compare"):
@@ -61,7 +64,9 @@ def test_python_dash_m_minilm_runs_the_same_command_line():
 
 
 def test_the_minilm_console_script_is_declared_and_runs():
-    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.dist and e.dist.name == "minilm"}
+    scripts = {
+        e.name: e.value for e in metadata.entry_points(group="console_scripts") if e.dist and e.dist.name == "minilm"
+    }
     assert scripts == {"minilm": "minilm.cli:console"}
     path = shutil.which("minilm") or str(pathlib.Path(sys.executable).parent / "minilm")
     if not pathlib.Path(path).exists():

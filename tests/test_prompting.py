@@ -9,8 +9,16 @@ from conftest import tiny_config
 
 from minilm import Transformer
 from minilm.prompting import (
-    Rendered, Template, Verbalizer, base_logits, calibrate, demonstration, few_shot_demonstrations, few_shot_prefixes,
-    label_scores, word_scores,
+    Rendered,
+    Template,
+    Verbalizer,
+    base_logits,
+    calibrate,
+    demonstration,
+    few_shot_demonstrations,
+    few_shot_prefixes,
+    label_scores,
+    word_scores,
 )
 from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID
 
@@ -30,16 +38,19 @@ def test_truncation_cuts_only_the_field_and_keeps_the_template_and_slot(tokenize
     cut = CAUSAL.render(tokenizer, {"text": long_text}, budget=20, slot_tokens=2)
     assert len(cut.ids) + 2 <= 20  # room is left for a 2-token answer
     literal_start, literal_end = tokenizer.encode("Sentence:"), tokenizer.encode("\nAnswer:")
-    assert cut.ids[: len(literal_start)] == literal_start and cut.ids[-len(literal_end):] == literal_end
-    assert cut.ids[len(literal_start): -len(literal_end)] == full.ids[len(literal_start): len(literal_start) + len(cut.ids) - len(literal_start) - len(literal_end)]
+    assert cut.ids[: len(literal_start)] == literal_start and cut.ids[-len(literal_end) :] == literal_end
+    assert (
+        cut.ids[len(literal_start) : -len(literal_end)]
+        == full.ids[len(literal_start) : len(literal_start) + len(cut.ids) - len(literal_start) - len(literal_end)]
+    )
     assert cut.slot == len(cut.ids)
 
 
 def test_masked_templates_put_k_masks_at_the_slot_inside_cls_and_sep(tokenizer):
     r = MASKED.render(tokenizer, {"text": "to be or not to be " * 10}, budget=24, slot_tokens=3, add_special=True)
     assert len(r.ids) <= 24 and r.ids[0] == CLS_ID and r.ids[-1] == SEP_ID
-    assert r.ids[r.slot: r.slot + 3] == [MASK_ID] * 3
-    assert r.ids[r.slot + 3: -1] == tokenizer.encode(".")
+    assert r.ids[r.slot : r.slot + 3] == [MASK_ID] * 3
+    assert r.ids[r.slot + 3 : -1] == tokenizer.encode(".")
 
 
 def test_template_errors_are_clear(tokenizer):
@@ -129,7 +140,9 @@ def test_few_shot_truncation_drops_demonstrations_and_keeps_the_query_whole(toke
     whole = template.render(tokenizer, query, 10**6, add_special=not causal)
     assert len(prefix) % len(demos[0]) == 0 and 0 < len(prefix) < sum(map(len, demos))
     assert len(prefix) + len(whole.ids) + (1 if causal else 0) <= 120
-    assert tokenizer.decode(demos[0]).startswith("Sentence: to be or not to be that is") and " yes" in tokenizer.decode(demos[0])
+    assert tokenizer.decode(demos[0]).startswith("Sentence: to be or not to be that is") and " yes" in tokenizer.decode(
+        demos[0]
+    )
 
 
 def test_calibration_makes_the_content_free_input_uniform():
@@ -144,4 +157,9 @@ def test_calibration_makes_the_content_free_input_uniform():
 
 def test_a_masked_prompt_without_enough_masks_is_an_error():
     with pytest.raises(ValueError, match="slot_tokens"):
-        word_scores(lambda i, m: torch.zeros(1, i.size(1), 300), [Rendered([CLS_ID, MASK_ID, SEP_ID], 1)], [(10, 11)], causal=False)
+        word_scores(
+            lambda i, m: torch.zeros(1, i.size(1), 300),
+            [Rendered([CLS_ID, MASK_ID, SEP_ID], 1)],
+            [(10, 11)],
+            causal=False,
+        )

@@ -78,7 +78,10 @@ def test_columns_may_come_in_any_order_and_text_may_replace_sentence(tmp_path):
     task = load_task(folder)
     assert as_pairs(task, "train") == TRAIN_ROWS
     # an extra column is allowed and ignored
-    write(folder / "train.tsv", "id\tlabel\tsentence\n" + "".join(f"{i}\t{lab}\t{txt}\n" for i, (txt, lab) in enumerate(TRAIN_ROWS)))
+    write(
+        folder / "train.tsv",
+        "id\tlabel\tsentence\n" + "".join(f"{i}\t{lab}\t{txt}\n" for i, (txt, lab) in enumerate(TRAIN_ROWS)),
+    )
     assert as_pairs(load_task(folder), "train") == TRAIN_ROWS
 
 
@@ -148,8 +151,9 @@ def test_label_not_in_task_json_in_any_split_is_an_error_naming_file_line_label_
     rows = {"train": list(TRAIN_ROWS), "dev": [("ok", "pos")], "test": [("ok", "neg")]}
     rows[split] = rows[split] + [("surprise", "wow")]
     line = len(rows[split]) + 1  # the header is line 1
-    folder = make_task(tmp_path / "t", train=rows["train"], dev=rows["dev"], test=rows["test"],
-                       spec={"labels": ["pos", "neg", "mid"]})
+    folder = make_task(
+        tmp_path / "t", train=rows["train"], dev=rows["dev"], test=rows["test"], spec={"labels": ["pos", "neg", "mid"]}
+    )
     with pytest.raises(ValueError) as info:
         load_task(folder)
     message = str(info.value)
@@ -177,13 +181,18 @@ def test_label_words_are_read_from_task_json(tmp_path):
     assert load_task(make_task(tmp_path / "u")).label_words == {}
 
 
-@pytest.mark.parametrize("words", [
-    {"neg": " bad", "pos": " good"},                               # misses mid
-    {"neg": " bad", "pos": " good", "mid": " so", "extra": " x"},  # names a label that does not exist
-])
+@pytest.mark.parametrize(
+    "words",
+    [
+        {"neg": " bad", "pos": " good"},  # misses mid
+        {"neg": " bad", "pos": " good", "mid": " so", "extra": " x"},  # names a label that does not exist
+    ],
+)
 def test_label_words_must_cover_exactly_the_labels(tmp_path, words):
     folder = make_task(tmp_path / "t", spec={"label_words": words})
-    with pytest.raises(ValueError, match=r"task\.json.*label_words must give one word for each label \(mid, neg, pos\)"):
+    with pytest.raises(
+        ValueError, match=r"task\.json.*label_words must give one word for each label \(mid, neg, pos\)"
+    ):
         load_task(folder)
 
 
@@ -199,12 +208,15 @@ def test_duplicate_label_in_task_json_is_an_error(tmp_path):
         load_task(folder)
 
 
-@pytest.mark.parametrize("spec, problem", [
-    # a string would otherwise be taken character by character as the labels p, o, s, " ", n, ...
-    ({"labels": "pos neg mid"}, "'labels' must be a list"),
-    ({"label_words": [" good", " bad", " so"]}, "'label_words' must be an object"),
-    (["pos", "neg", "mid"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        # a string would otherwise be taken character by character as the labels p, o, s, " ", n, ...
+        ({"labels": "pos neg mid"}, "'labels' must be a list"),
+        ({"label_words": [" good", " bad", " so"]}, "'label_words' must be an object"),
+        (["pos", "neg", "mid"], "must be a JSON object"),
+    ],
+)
 def test_task_json_of_the_wrong_shape_is_a_value_error_naming_it(tmp_path, spec, problem):
     folder = make_task(tmp_path / "t", spec=spec)
     with pytest.raises(ValueError, match=r"task\.json") as info:
@@ -230,8 +242,11 @@ def test_fewer_than_two_labels_is_an_error(tmp_path):
 
 
 def test_balance_counts_examples_per_label_in_label_order(tmp_path):
-    task = load_task(make_task(tmp_path / "t", dev=[("a", "pos"), ("b", "pos"), ("c", "neg")],
-                               spec={"labels": ["pos", "neg", "mid"]}))
+    task = load_task(
+        make_task(
+            tmp_path / "t", dev=[("a", "pos"), ("b", "pos"), ("c", "neg")], spec={"labels": ["pos", "neg", "mid"]}
+        )
+    )
     assert list(task.balance("train").items()) == [("pos", 2), ("neg", 2), ("mid", 1)]
     assert list(task.balance("dev").items()) == [("pos", 2), ("neg", 1), ("mid", 0)]
 
@@ -317,12 +332,15 @@ def test_non_utf8_bytes_are_an_error_naming_file_and_line(tmp_path, kind):
         load_task(folder)
 
 
-@pytest.mark.parametrize("line, problem", [
-    ('["good", "pos"]', "expected a JSON object"),
-    ('{"text": "good"}', "needs a 'label' and a 'sentence' or 'text' key"),
-    ('{"sentence_": "good", "label": "pos"}', "needs a 'label' and a 'sentence' or 'text' key"),
-    ('{"text": "good", "label": "pos"', "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('["good", "pos"]', "expected a JSON object"),
+        ('{"text": "good"}', "needs a 'label' and a 'sentence' or 'text' key"),
+        ('{"sentence_": "good", "label": "pos"}', "needs a 'label' and a 'sentence' or 'text' key"),
+        ('{"text": "good", "label": "pos"', "is not valid JSON"),
+    ],
+)
 def test_malformed_jsonl_line_is_an_error_naming_file_and_line(tmp_path, line, problem):
     folder = tmp_path / "t"
     write(folder / "train.jsonl", jsonl([("good", "pos"), ("bad", "neg")]) + line + "\n")

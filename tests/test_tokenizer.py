@@ -21,7 +21,15 @@ def test_special_tokens_have_fixed_ids(tokenizer):
     assert SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]")
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         assert tokenizer.token_to_id(token) == expected_id
-    ids = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id)
+    ids = (
+        tokenizer.pad_id,
+        tokenizer.unk_id,
+        tokenizer.cls_id,
+        tokenizer.sep_id,
+        tokenizer.mask_id,
+        tokenizer.bos_id,
+        tokenizer.eos_id,
+    )
     assert ids == tuple(range(7))
 
 
@@ -47,13 +55,15 @@ def test_save_then_load_gives_identical_ids(tokenizer, tmp_path):
     for text in ROUND_TRIP_TEXTS.values():
         assert loaded.encode(text) == tokenizer.encode(text)
     # it is a standard tokenizer.json: the `tokenizers` library reads it on its own
-    assert HFTokenizer.from_file(str(path)).encode(ROUND_TRIP_TEXTS["english"], add_special_tokens=False).ids == tokenizer.encode(
-        ROUND_TRIP_TEXTS["english"]
-    )
+    assert HFTokenizer.from_file(str(path)).encode(
+        ROUND_TRIP_TEXTS["english"], add_special_tokens=False
+    ).ids == tokenizer.encode(ROUND_TRIP_TEXTS["english"])
 
 
 def test_training_reaches_the_requested_vocab_size_and_is_deterministic():
-    text = ["the cat sat on the mat and the dog sat on the log\n"] * 50 + ["a quick brown fox jumps over lazy dogs\n"] * 50
+    text = ["the cat sat on the mat and the dog sat on the log\n"] * 50 + [
+        "a quick brown fox jumps over lazy dogs\n"
+    ] * 50
     first = Tokenizer.train(texts=text, vocab_size=290, min_frequency=1)
     second = Tokenizer.train(texts=text, vocab_size=290, min_frequency=1)
     assert first.vocab_size == 290

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -9,13 +10,12 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from conftest import tiny_config
 
 from minilm import Tokenizer, Transformer
 from minilm.training.corpus import prepare_corpus
 from minilm.training.optimizer import learning_rate, parameter_groups
 from minilm.training.trainer import TrainConfig, Trainer
-
-from conftest import tiny_config
 
 SHAKESPEARE = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare.txt"
 
@@ -34,11 +34,23 @@ def make_trainer(small_corpus, out: Path, resume: bool = False, objective: str =
     tokenizer, corpus = small_corpus
     model_overrides = {k: overrides.pop(k) for k in list(overrides) if k in ("dropout", "max_len", "attention")}
     config = tiny_config(vocab_size=tokenizer.vocab_size, max_len=32, causal=objective == "causal", **model_overrides)
-    values = dict(objective=objective, batch_size=8, max_steps=40, lr=3e-3, min_lr=3e-4, warmup_steps=5,
-                  eval_every=10, eval_windows=16, log_every=10, precision="fp32")
+    values = dict(
+        objective=objective,
+        batch_size=8,
+        max_steps=40,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=5,
+        eval_every=10,
+        eval_windows=16,
+        log_every=10,
+        precision="fp32",
+    )
     values.update(overrides)
     out.mkdir(parents=True, exist_ok=True)
-    return Trainer(Transformer(config, seed=0), tokenizer, corpus, TrainConfig(**values), out, resume=resume, log=lambda _: None)
+    return Trainer(
+        Transformer(config, seed=0), tokenizer, corpus, TrainConfig(**values), out, resume=resume, log=lambda _: None
+    )
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_min_lr():
@@ -49,7 +61,7 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     assert learning_rate(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
     assert learning_rate(110, cfg) == pytest.approx(0.1)
     decay = [learning_rate(t, cfg) for t in range(10, 111)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(decay))
 
 
 def test_weight_decay_applies_to_linear_weight_matrices_only():
@@ -58,7 +70,10 @@ def test_weight_decay_applies_to_linear_weight_matrices_only():
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for p in decay["params"])
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(n.endswith(("W_q.weight", "W_k.weight", "W_v.weight", "W_o.weight", "W_1.weight", "W_2.weight")) for n in decayed)
+    assert all(
+        n.endswith(("W_q.weight", "W_k.weight", "W_v.weight", "W_o.weight", "W_1.weight", "W_2.weight"))
+        for n in decayed
+    )
     assert len(decayed) == 6 * model.config.n_layers
     undecayed = {names[id(p)] for p in no_decay["params"]}
     assert {"tok_emb.weight", "pos_emb.weight", "ln_f.gamma", "blocks.0.attn.W_q.bias"} <= undecayed
@@ -82,8 +97,12 @@ def test_training_lowers_validation_loss_well_below_its_start(small_corpus, tmp_
 def test_resume_after_an_interruption_ends_bitwise_equal_to_an_uninterrupted_run(small_corpus, tmp_path, objective):
     # dropout on, so the restored dropout generator matters too
     make_trainer(small_corpus, tmp_path / "straight", objective=objective, dropout=0.1, log_every=5).fit()
-    make_trainer(small_corpus, tmp_path / "broken", objective=objective, dropout=0.1, log_every=5).fit(stop_at=17)  # "crash"
-    resumed = make_trainer(small_corpus, tmp_path / "broken", resume=True, objective=objective, dropout=0.1, log_every=5)
+    make_trainer(small_corpus, tmp_path / "broken", objective=objective, dropout=0.1, log_every=5).fit(
+        stop_at=17
+    )  # "crash"
+    resumed = make_trainer(
+        small_corpus, tmp_path / "broken", resume=True, objective=objective, dropout=0.1, log_every=5
+    )
     assert resumed.step == 10  # the last checkpoint; steps 11..17 were lost with the crash and run again
     resumed.fit()
     straight = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
@@ -116,11 +135,20 @@ def test_bf16_autocast_loss_curve_tracks_fp32(small_corpus, tmp_path):
         assert abs(a - b) < 0.05 * a
 
 
-def test_early_stopping_ends_the_run_after_patience_evaluations_without_improvement(small_corpus, tmp_path, monkeypatch):
+def test_early_stopping_ends_the_run_after_patience_evaluations_without_improvement(
+    small_corpus, tmp_path, monkeypatch
+):
     trainer = make_trainer(small_corpus, tmp_path, max_steps=100, eval_every=5, patience=2)
     losses = iter([3.0, 2.5, 2.6, 2.5, 2.4])  # best at the 2nd eval, then two without improvement
-    monkeypatch.setattr(trainer, "evaluate", lambda full=False, model=None: (
-        {"loss": 2.0, "perplexity": 7.4, "bits_per_byte": 1.0} if full else {"loss": next(losses), "perplexity": 1.0}))
+    monkeypatch.setattr(
+        trainer,
+        "evaluate",
+        lambda full=False, model=None: (
+            {"loss": 2.0, "perplexity": 7.4, "bits_per_byte": 1.0}
+            if full
+            else {"loss": next(losses), "perplexity": 1.0}
+        ),
+    )
     summary = trainer.fit()
     assert summary["stopped_early"] and summary["step"] == 20
     assert safetensors.torch.safe_open(tmp_path / "best.safetensors", "pt").metadata()["step"] == "10"
@@ -131,4 +159,3 @@ def test_batch_size_must_split_over_accumulation_steps():
         TrainConfig(batch_size=10, grad_accum=4)
     with pytest.raises(ValueError, match="max-steps must be a positive integer"):
         TrainConfig(max_steps=0)
-

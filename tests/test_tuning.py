@@ -13,10 +13,17 @@ from conftest import random_ids, tiny_config
 
 from minilm import Transformer
 from minilm.tuning import (
-    METHODS, BitFit, ClassificationHead, LayerFreezing, LoRA, TunedModel, VerbalizerReadout, build_method,
+    METHODS,
+    BitFit,
+    ClassificationHead,
+    LayerFreezing,
+    LoRA,
+    TunedModel,
+    VerbalizerReadout,
+    build_method,
 )
-from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
+from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
 
 HP = {
     "prompt": {"prompt_len": 4, "init": "random"},
@@ -33,14 +40,18 @@ def tuned(method: str, causal: bool = True, readout: str = "head", seed: int = 0
     base = Transformer(tiny_config(causal=causal, **overrides), seed=seed)
     hp = HP[method]
     m = build_method(method, base, **hp)
-    head = ClassificationHead(base.config.d_model, 2) if readout == "head" else VerbalizerReadout.from_ids([[10], [11, 12]])
+    head = (
+        ClassificationHead(base.config.d_model, 2)
+        if readout == "head"
+        else VerbalizerReadout.from_ids([[10], [11, 12]])
+    )
     return TunedModel(base, m, head)
 
 
 def batch(B: int = 3, T: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     ids = random_ids(B, T, seed=seed)
     mask = torch.ones(B, T, dtype=torch.long)
-    mask[0, T - 2:] = 0  # one padded row
+    mask[0, T - 2 :] = 0  # one padded row
     return ids, mask
 
 
@@ -90,7 +101,18 @@ def test_tuning_never_decays_embeddings_or_a_method_s_own_vectors(method, sentim
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = sorted(names[i] for i in decay)
     assert decayed and all(n.endswith(".weight") and ("W_" in n) for n in decayed), decayed
-    never = ("tok_emb", "pos_emb", "ln_", "method.P", "method.prefix", "P_prime", "method.mlp.P_prime", ".A", ".B", "bias")
+    never = (
+        "tok_emb",
+        "pos_emb",
+        "ln_",
+        "method.P",
+        "method.prefix",
+        "P_prime",
+        "method.mlp.P_prime",
+        ".A",
+        ".B",
+        "bias",
+    )
     assert not [n for n in decayed if any(part in n for part in never)]
     if method in ("full", "freeze"):
         assert id(model.base.tok_emb.weight) not in decay and model.base.tok_emb.weight.requires_grad
@@ -160,7 +182,11 @@ def test_loading_onto_a_different_base_is_a_clear_error(tmp_path, method):
 
 def test_a_prompt_initialised_from_text_loads_without_a_tokenizer(tmp_path, tokenizer):
     base = Transformer(tiny_config(), seed=0)
-    model = TunedModel(base, build_method("prompt", base, tokenizer, prompt_len=6, init="text:To be, or not"), VerbalizerReadout.from_ids([[10], [11]]))
+    model = TunedModel(
+        base,
+        build_method("prompt", base, tokenizer, prompt_len=6, init="text:To be, or not"),
+        VerbalizerReadout.from_ids([[10], [11]]),
+    )
     model.save(tmp_path)
     loaded = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0))
     assert torch.equal(loaded.method.P, model.method.P)
@@ -200,17 +226,25 @@ LEARN = {  # (hyper-parameters, lr): small, fast settings; the defaults for real
 @pytest.mark.parametrize("method", METHODS)
 def test_a_short_tuning_run_lowers_the_loss_and_beats_chance(method, sentiment_base, sentiment_task, tmp_path):
     """The frozen base answers well only after its trigger word; every method must learn to elicit the skill."""
-    from minilm.tuning.tasks import load_task
     from synthetic_task import LABEL_WORDS
+
+    from minilm.tuning.tasks import load_task
 
     state, config, tokenizer = sentiment_base
     base = Transformer(config)
     base.load_state_dict(state)
     hp, lr = LEARN[method]
     task = load_task(sentiment_task)
-    model = TunedModel(base, build_method(method, base, tokenizer, **hp), VerbalizerReadout.from_words(tokenizer, LABEL_WORDS), task.labels)
+    model = TunedModel(
+        base,
+        build_method(method, base, tokenizer, **hp),
+        VerbalizerReadout.from_words(tokenizer, LABEL_WORDS),
+        task.labels,
+    )
     before = evaluate(model, tokenizer, task.split("dev"))
-    config = TuneConfig(lr=lr, max_steps=300, batch_size=16, eval_every=100, patience=0, warmup_steps=5, precision="fp32")
+    config = TuneConfig(
+        lr=lr, max_steps=300, batch_size=16, eval_every=100, patience=0, warmup_steps=5, precision="fp32"
+    )
     TuneTrainer(model, tokenizer, task, config, tmp_path, log=lambda _: None).fit()
     after = evaluate(model, tokenizer, task.split("dev"))
     assert after["loss"] < before["loss"] - 0.1, (before["loss"], after["loss"])

@@ -13,8 +13,17 @@ from conftest import random_ids, tiny_config
 from minilm import Transformer, generate
 from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID
 from minilm.tuning import (
-    METHODS, ClassificationHead, LayerFreezing, LoRA, PrefixTuning, PromptEncoder, SoftPrompt, TaskBank, TunedModel,
-    VerbalizerReadout, build_method,
+    METHODS,
+    ClassificationHead,
+    LayerFreezing,
+    LoRA,
+    PrefixTuning,
+    PromptEncoder,
+    SoftPrompt,
+    TaskBank,
+    TunedModel,
+    VerbalizerReadout,
+    build_method,
 )
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 
@@ -58,7 +67,7 @@ def test_a_padded_row_with_a_prefix_or_soft_prompt_equals_the_row_alone(causal, 
     m = trained_prefix(base) if method == "prefix" else SoftPrompt.for_base(base, 3, init="random")
     model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]])).eval()
     ids, mask = padded_batch()
-    h, full_mask = model.hidden_states(ids, mask)
+    h, _full_mask = model.hidden_states(ids, mask)
     alone, _ = model.hidden_states(ids[2:, :2], mask[2:, :2])
     n = m.prompt_length
     torch.testing.assert_close(h[2, : n + 2], alone[0], rtol=1e-5, atol=1e-5)
@@ -75,7 +84,9 @@ def test_real_tokens_see_every_prefix_position_and_causally_each_other():
     h2, _ = model.hidden_states(changed, mask)
     assert torch.equal(h[0, :4], h2[0, :4]), "a later token changed an earlier position"
     assert not torch.allclose(h[0, 4:], h2[0, 4:])
-    base_only, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])).hidden_states(ids, mask)
+    base_only, _ = TunedModel(
+        Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])
+    ).hidden_states(ids, mask)
     assert not torch.isclose(h[0], base_only[0]).all(dim=-1).any(), "every position attends to the prefix"
 
 
@@ -90,7 +101,9 @@ def test_folding_the_reparameterization_does_not_change_outputs(method):
     assert model.method.folded
     torch.testing.assert_close(model(ids, mask), before, rtol=0, atol=0)
     c = base.config
-    assert sum(p.numel() for p in model.method.parameters()) == (c.n_layers * 2 * 3 * c.d_model if method == "prefix" else 4 * c.d_model)
+    assert sum(p.numel() for p in model.method.parameters()) == (
+        c.n_layers * 2 * 3 * c.d_model if method == "prefix" else 4 * c.d_model
+    )
 
 
 # ---- resuming a reparameterised method --------------------------------------------------------------------
@@ -115,30 +128,55 @@ def test_a_saved_tuned_model_resumes_training_with_its_reparameterization_networ
 
 
 def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentiment_task, tmp_path):
-    from minilm.tuning.tasks import load_task
     from synthetic_task import LABEL_WORDS
+
+    from minilm.tuning.tasks import load_task
 
     state, config, tokenizer = sentiment_base
     task = load_task(sentiment_task)
-    cfg = TuneConfig(lr=3e-3, max_steps=12, batch_size=8, eval_every=4, patience=0, max_eval_examples=16, warmup_steps=2, precision="fp32")
+    cfg = TuneConfig(
+        lr=3e-3,
+        max_steps=12,
+        batch_size=8,
+        eval_every=4,
+        patience=0,
+        max_eval_examples=16,
+        warmup_steps=2,
+        precision="fp32",
+    )
 
     def fresh():
-        base = Transformer(config.__class__(**{**config.to_dict(), "dropout": 0.1}))  # dropout on: its RNG must resume too
+        base = Transformer(
+            config.__class__(**{**config.to_dict(), "dropout": 0.1})
+        )  # dropout on: its RNG must resume too
         base.load_state_dict(state)
-        return TunedModel(base, PrefixTuning.for_base(base, 3, d_prime=8, hidden=16), VerbalizerReadout.from_words(tokenizer, LABEL_WORDS))
+        return TunedModel(
+            base,
+            PrefixTuning.for_base(base, 3, d_prime=8, hidden=16),
+            VerbalizerReadout.from_words(tokenizer, LABEL_WORDS),
+        )
 
     whole = fresh()
     TuneTrainer(whole, tokenizer, task, cfg, tmp_path / "whole", log=lambda _: None).fit()
     parted = fresh()
-    TuneTrainer(parted, tokenizer, task, cfg, tmp_path / "parted", log=lambda _: None).fit(stop_at=6)  # a crash after step 6
+    TuneTrainer(parted, tokenizer, task, cfg, tmp_path / "parted", log=lambda _: None).fit(
+        stop_at=6
+    )  # a crash after step 6
     TuneTrainer(fresh(), tokenizer, task, cfg, tmp_path / "parted", log=lambda _: None, resume=True).fit()
     final_whole = TunedModel.load(tmp_path / "whole" / "last", fresh().base, for_training=True)
     final_parted = TunedModel.load(tmp_path / "parted" / "last", fresh().base, for_training=True)
-    for (name, a), b in zip(final_whole.method.reparameterization_state().items(), final_parted.method.reparameterization_state().values()):
+    for (name, a), b in zip(
+        final_whole.method.reparameterization_state().items(), final_parted.method.reparameterization_state().values()
+    ):
         assert torch.equal(a, b), name
+
     def logged(run):
-        return [(r["step"], r["split"], r.get("loss")) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
-                if r["split"] == "dev"]
+        return [
+            (r["step"], r["split"], r.get("loss"))
+            for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "dev"
+        ]
+
     assert logged("parted") == logged("whole")
 
 
@@ -160,8 +198,8 @@ def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone(
     mixed = bank(ids, mask, tasks)
     for row, task in enumerate(tasks):
         alone = TunedModel(base, methods[task], VerbalizerReadout.from_ids([[10], [11]])).eval()
-        h, full_mask = alone.hidden_states(ids[row:row + 1], mask[row:row + 1])
-        expected = alone.lm_logits(h)[:, h.size(1) - 7:]
+        h, _full_mask = alone.hidden_states(ids[row : row + 1], mask[row : row + 1])
+        expected = alone.lm_logits(h)[:, h.size(1) - 7 :]
         real = mask[row].bool()
         torch.testing.assert_close(mixed[row][real], expected[0][real], rtol=1e-5, atol=1e-5)
 
@@ -236,7 +274,9 @@ def test_prompt_initialisations_come_from_the_vocabulary_the_text_or_its_scale(t
 def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
     ids, mask = padded_batch()
     base = Transformer(tiny_config(), seed=0).eval()
-    reference, _ = TunedModel(Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])).hidden_states(ids, mask)
+    reference, _ = TunedModel(
+        Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])
+    ).hidden_states(ids, mask)
     lora = LoRA(rank=2, alpha=4.0)
     model = TunedModel(base, lora, VerbalizerReadout.from_ids([[10], [11]])).eval()
     h, _ = model.hidden_states(ids, mask)

@@ -18,7 +18,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TASKS = {  # task -> (train phrasing, unseen phrasing, answer)
     "repeat": ("Repeat the input.", "Say the input again.", lambda w: " ".join(w)),
-    "capitals": ("Write the input in capital letters.", "Turn the input into upper case.", lambda w: " ".join(w).upper()),
+    "capitals": (
+        "Write the input in capital letters.",
+        "Turn the input into upper case.",
+        lambda w: " ".join(w).upper(),
+    ),
     "reverse": ("Reverse the order of the words.", "Put the words in backward order.", lambda w: " ".join(reversed(w))),
     "first": ("Give the first word.", "Which word comes first?", lambda w: w[0]),
     "last": ("Give the last word.", "Which word comes last?", lambda w: w[-1]),

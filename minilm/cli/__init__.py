@@ -19,7 +19,8 @@ from minilm.cli.flags import Parser
 
 COMMANDS = (pretrain, generate, evaluate, plot, tune, classify, compare, instruct)
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-DESCRIPTION = """minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot; tune it for a task and classify.
+DESCRIPTION = """minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot; \
+tune it for a task and classify.
 
     python train.py                                   # pretrain the default causal model on data/, then sample
     python train.py pretrain --objective masked       # the masked-LM variant, ending with a fill-mask demo
@@ -48,7 +49,7 @@ def build_parser(prog: str = "train.py") -> Parser:
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     """Run one command; returns its exit code (2 for a mistake in the input, 130 when interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["pretrain", *argv]  # `python train.py [flags]` means pretrain
     args = build_parser(prog).parse_args(argv)
     try:

@@ -71,11 +71,14 @@ def from_parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def add_field(group: Any, f: dataclasses.Field, *, dest: str | None = None, help: str | None = None,
-              flag: str | None = None) -> None:
+def add_field(
+    group: Any, f: dataclasses.Field, *, dest: str | None = None, help: str | None = None, flag: str | None = None
+) -> None:
     """One setting as a flag (absent when not given): its type, check, choices and "(default: ...)" from the field."""
     meta, kind = f.metadata, value_type(f)
-    text = (help or meta["help"]) if kind is bool else with_default(help or meta["help"], f.default)  # a switch has none
+    text = (
+        (help or meta["help"]) if kind is bool else with_default(help or meta["help"], f.default)
+    )  # a switch has none
     kwargs: dict[str, Any] = {"dest": dest or f.name, "default": SUPPRESS, "help": text}
     if kind is bool:
         kwargs["action"] = "store_false" if f.default is True else "store_true"
@@ -105,8 +108,17 @@ def default_of(function: Callable[..., Any], name: str) -> Any:
     return inspect.signature(function).parameters[name].default
 
 
-def add_parameter(group: Any, flag: str, function: Callable[..., Any], name: str, help: str, *, kind: type = int,
-                  check: str | None = None, **kwargs: Any) -> None:
+def add_parameter(
+    group: Any,
+    flag: str,
+    function: Callable[..., Any],
+    name: str,
+    help: str,
+    *,
+    kind: type = int,
+    check: str | None = None,
+    **kwargs: Any,
+) -> None:
     """A flag whose default is the library function's own default for that parameter."""
     default = default_of(function, name)
     if "choices" not in kwargs and kind in (int, float):
@@ -118,4 +130,3 @@ def given(args: argparse.Namespace, *leave_out: str) -> dict[str, Any]:
     """The settings named on the command line (flags not given are absent), without the command's own switches."""
     skip = {"command", "run", "resume", "overwrite", *leave_out}
     return {k: v for k, v in vars(args).items() if k not in skip}
-

@@ -16,7 +16,13 @@ from minilm.tuning.tuned import is_tuned, load_tuned
 
 
 def add_from(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="folder", required=True, metavar="DIR", help="run directory written by pretrain (or a tuned folder)")
+    p.add_argument(
+        "--from",
+        dest="folder",
+        required=True,
+        metavar="DIR",
+        help="run directory written by pretrain (or a tuned folder)",
+    )
     add_parameter(p, "--weights", load_run, "weights", "best validation loss or last step", choices=["best", "last"])
     add_parameter(p, "--device", load_run, "device", "auto = cuda when available", choices=list(DEVICES))
 
@@ -25,12 +31,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a causal model")
     add_from(p)
     p.add_argument("--prompt", required=True, help="text to continue")
-    add_parameter(p, "--max-new-tokens", complete, "max_new_tokens", "tokens to add; past the context the model sees the "
-                  "last half-context", check="positive")
+    add_parameter(
+        p,
+        "--max-new-tokens",
+        complete,
+        "max_new_tokens",
+        "tokens to add; past the context the model sees the last half-context",
+        check="positive",
+    )
     add_parameter(p, "--temperature", complete, "temperature", "0 = greedy", kind=float, check="non_negative")
     add_parameter(p, "--top-k", complete, "top_k", "keep the k most likely tokens", check="positive")
-    add_parameter(p, "--top-p", complete, "top_p", "keep the smallest set of tokens with probability >= p", kind=float,
-                  check="positive")
+    add_parameter(
+        p,
+        "--top-p",
+        complete,
+        "top_p",
+        "keep the smallest set of tokens with probability >= p",
+        kind=float,
+        check="positive",
+    )
     add_parameter(p, "--seed", complete, "seed", "sampling seed", check="non_negative")
     p.set_defaults(run=run_generate)
 

@@ -13,16 +13,26 @@ from minilm.tuning.instructions import Instruction
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("instruct", help="instruction-tune a causal run on {instruction, input, output} JSONL, then answer")
+    p = sub.add_parser(
+        "instruct", help="instruction-tune a causal run on {instruction, input, output} JSONL, then answer"
+    )
     p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained causal run to start from")
-    p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
-                   help="folder with train.jsonl and dev.jsonl (default: data/instructions)")
+    p.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        metavar="DIR",
+        help="folder with train.jsonl and dev.jsonl (default: data/instructions)",
+    )
     p.add_argument("--out", metavar="DIR", help="where the tuned run goes (default: runs/instruct)")
     add_settings(p.add_argument_group("training"), InstructConfig)
-    p.add_argument("--instruction", help="an instruction to answer at the end (default: one from dev_new_phrasing.jsonl)")
+    p.add_argument(
+        "--instruction", help="an instruction to answer at the end (default: one from dev_new_phrasing.jsonl)"
+    )
     p.add_argument("--input", default="", help="its input")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="start over in an --out that holds an instruction-tuned run")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds an instruction-tuned run"
+    )
     p.set_defaults(run=run)
 
 

@@ -12,9 +12,14 @@ from minilm.training.plot import plot_run
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw the run's loss curves to DIR/loss.png (needs matplotlib)")
-    p.add_argument("--from", dest="folder", required=True, metavar="DIR", help="run directory (pretrain, tune or instruct)")
-    p.add_argument("--output", metavar="PNG", help="where to write the picture; an existing file is replaced only if "
-                   "plot drew it (default: DIR/loss.png)")
+    p.add_argument(
+        "--from", dest="folder", required=True, metavar="DIR", help="run directory (pretrain, tune or instruct)"
+    )
+    p.add_argument(
+        "--output",
+        metavar="PNG",
+        help="where to write the picture; an existing file is replaced only if plot drew it (default: DIR/loss.png)",
+    )
     p.set_defaults(run=run)
 
 

@@ -13,8 +13,11 @@ from minilm.training import CorpusConfig, TrainConfig, pretrain
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="pretrain a model on text files (the default command)",
-                       description="Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume.")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a model on text files (the default command)",
+        description="Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume.",
+    )
     add_settings(p.add_argument_group("data"), CorpusConfig)
     g = p.add_argument_group("model")
     g.add_argument("--config", metavar="FILE.json", help="a model config.json; flags given here override it")
@@ -23,8 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_settings(g, TrainConfig)
     g.add_argument("--out", default=SUPPRESS, metavar="DIR", help="run directory (default: runs/<objective>)")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly where it stopped")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start over in an --out that holds a run (replaces only its run files)")
+    g.add_argument(
+        "--overwrite", action="store_true", help="start over in an --out that holds a run (replaces only its run files)"
+    )
     p.set_defaults(run=run)
 
 

@@ -31,10 +31,15 @@ def add_method_settings(group: argparse._ArgumentGroup) -> None:
             recipes = group.add_mutually_exclusive_group()
             defaults = spec.settings()
             for flag, text in flags.values():
-                recipes.add_argument(flag, type=checked(int, "non_negative"), default=SUPPRESS, metavar="K",
-                                     dest=flag.removeprefix("--").replace("-", "_"),
-                                     help=f"{spec.name}: {text} (default when neither is given: "
-                                          f"{flags[defaults.recipe][0]} {defaults.k})")
+                recipes.add_argument(
+                    flag,
+                    type=checked(int, "non_negative"),
+                    default=SUPPRESS,
+                    metavar="K",
+                    dest=flag.removeprefix("--").replace("-", "_"),
+                    help=f"{spec.name}: {text} (default when neither is given: "
+                    f"{flags[defaults.recipe][0]} {defaults.k})",
+                )
             continue
         for f in dataclasses.fields(spec.settings):
             key = setting_key(f)
@@ -44,21 +49,26 @@ def add_method_settings(group: argparse._ArgumentGroup) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="tune a pretrained run for a classification task (prompt, prefix, LoRA, ...)",
-                       description="Tune a pretrained run on a task folder (train.tsv, dev.tsv, optional test.tsv and "
-                                   "task.json), with early stopping on dev. Flags left out keep their defaults, or the "
-                                   "saved tune's values with --resume.")
+    p = sub.add_parser(
+        "tune",
+        help="tune a pretrained run for a classification task (prompt, prefix, LoRA, ...)",
+        description="Tune a pretrained run on a task folder (train.tsv, dev.tsv, optional test.tsv and "
+        "task.json), with early stopping on dev. Flags left out keep their defaults, or the "
+        "saved tune's values with --resume.",
+    )
     add_settings(p.add_argument_group("what to tune"), TuneTarget)
     add_method_settings(p.add_argument_group("method settings"))
     g = p.add_argument_group("training")
     add_settings(g, TuneConfig, help={"lr": lr_help()})
     g.add_argument("--resume", action="store_true", help="continue the tune saved in --out where it stopped")
-    g.add_argument("--overwrite", action="store_true",
-                   help="start over in an --out that holds a tuned model (replaces only its tune files)")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --out that holds a tuned model (replaces only its tune files)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     tune(given(args), resume=args.resume, overwrite=args.overwrite)
     return 0
-

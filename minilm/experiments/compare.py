@@ -31,41 +31,60 @@ from minilm.experiments.memory import peak_bytes, tensor_bytes
 from minilm.files import atomic_write
 from minilm.model import Transformer
 from minilm.outputs import OutputKind, check_output, claim_output
+from minilm.prompting import (
+    Template,
+    Verbalizer,
+    base_logits,
+    demonstration,
+    few_shot_demonstrations,
+    few_shot_prefixes,
+    label_scores,
+)
 from minilm.settings import RUNS, check_fields, override, setting
-from minilm.prompting import Template, Verbalizer, base_logits, demonstration, few_shot_demonstrations, few_shot_prefixes, label_scores
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.metrics import classification_report
 from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.loop import LoopConfig, format_duration
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
+from minilm.tuning.metrics import classification_report
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
 from minilm.tuning.tasks import Task, load_task
-from minilm.tuning.tuned import TUNE
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
-from minilm.tuning.tuned import TunedModel
+from minilm.tuning.tuned import TUNE, TunedModel
 
 DEFAULT_TEMPLATES = {True: "{text} It was", False: "{text} It was [MASK]."}
-COMPARE = OutputKind("compare", "a comparison", ("results.md", "results.json"), resumable=False,
-                     legacy=("results.md", "results.json"))
+COMPARE = OutputKind(
+    "compare", "a comparison", ("results.md", "results.json"), resumable=False, legacy=("results.md", "results.json")
+)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """How the comparison runs; each tuned run takes the tuning loop's defaults unless these say otherwise."""
 
-    seeds: tuple[int, ...] = setting((0, 1, 2), "seeds of the tuned runs (and of the few-shot draws)", check="non_negative")
+    seeds: tuple[int, ...] = setting(
+        (0, 1, 2), "seeds of the tuned runs (and of the few-shot draws)", check="non_negative"
+    )
     max_steps: int = setting(TuneConfig.max_steps, "tuning steps per run", check="positive")
     eval_every: int = setting(TuneConfig.eval_every, "steps between dev evaluations (early stopping)", check="positive")
-    patience: int = setting(TuneConfig.patience, "evaluations without a better dev macro-F1 before a run stops; 0 = never",
-                            check="non_negative")
+    patience: int = setting(
+        TuneConfig.patience,
+        "evaluations without a better dev macro-F1 before a run stops; 0 = never",
+        check="non_negative",
+    )
     batch_size: int = setting(TuneConfig.batch_size, "examples per tuning step", check="positive")
     shots: int = setting(4, "few-shot demonstrations per label", check="positive")
     readouts: tuple[str, ...] = setting(("verbalizer", "head"), "readouts of the tuned methods", choices=READOUTS)
     methods: tuple[str, ...] = setting(tuple(METHODS), "tuned methods to run", choices=tuple(METHODS))
-    template: str | None = setting(None, f'default: "{DEFAULT_TEMPLATES[True]}" (causal) or "{DEFAULT_TEMPLATES[False]}" '
-                                   "(masked)", type=str, metavar="TEXT")
-    max_eval_examples: int = setting(0, "evaluate on the first N dev (and test) examples only; 0 = all", check="non_negative")
+    template: str | None = setting(
+        None,
+        f'default: "{DEFAULT_TEMPLATES[True]}" (causal) or "{DEFAULT_TEMPLATES[False]}" (masked)',
+        type=str,
+        metavar="TEXT",
+    )
+    max_eval_examples: int = setting(
+        0, "evaluate on the first N dev (and test) examples only; 0 = all", check="non_negative"
+    )
     device: str = override(LoopConfig, "device", LoopConfig.device)
     precision: str = override(LoopConfig, "precision", LoopConfig.precision)
 
@@ -73,7 +92,15 @@ class CompareConfig:
         check_fields(self)
 
 
-QUICK = {"seeds": (0,), "max_steps": 4, "eval_every": 2, "patience": 0, "batch_size": 4, "shots": 1, "max_eval_examples": 32}
+QUICK = {
+    "seeds": (0,),
+    "max_steps": 4,
+    "eval_every": 2,
+    "patience": 0,
+    "batch_size": 4,
+    "shots": 1,
+    "max_eval_examples": 32,
+}
 """--quick: a smoke run of every row in seconds (what the tests run)."""
 
 
@@ -99,13 +126,27 @@ def _mean_std(values: list[float]) -> str:
 
 
 def markdown(rows: list[Row], has_test: bool) -> str:
-    head = "| method | readout | trainable (% of base) | dev accuracy | dev macro-F1 |" + (" test accuracy |" if has_test else "") \
+    head = (
+        "| method | readout | trainable (% of base) | dev accuracy | dev macro-F1 |"
+        + (" test accuracy |" if has_test else "")
         + " s/step | peak MiB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        cells = [r.method, r.readout, f"{r.trainable:,} ({100 * r.trainable / r.base:.2f}%)", _mean_std(r.dev_accuracy),
-                 _mean_std(r.dev_macro_f1)] + ([_mean_std(r.test_accuracy)] if has_test else []) + \
-                [f"{r.step_s:.3f}" if r.step_s is not None else "-", f"{r.peak_mib:.1f}" if r.peak_mib is not None else "-"]
+        cells = (
+            [
+                r.method,
+                r.readout,
+                f"{r.trainable:,} ({100 * r.trainable / r.base:.2f}%)",
+                _mean_std(r.dev_accuracy),
+                _mean_std(r.dev_macro_f1),
+            ]
+            + ([_mean_std(r.test_accuracy)] if has_test else [])
+            + [
+                f"{r.step_s:.3f}" if r.step_s is not None else "-",
+                f"{r.peak_mib:.1f}" if r.peak_mib is not None else "-",
+            ]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,14 +172,21 @@ def step_memory_mib(model: TunedModel, tokenizer: Tokenizer, task: Task, config:
     return (persistent + peak_bytes(step, device)) / 2**20
 
 
-def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Task, config: CompareConfig,
-            log: Callable[[str], None] = print) -> list[Row]:
+def compare(
+    load_base: Callable[[], Transformer],
+    tokenizer: Tokenizer,
+    task: Task,
+    config: CompareConfig,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
     """Run every row of the comparison; `load_base()` gives a fresh copy of the base each time."""
     base = load_base()
     causal, max_len, n_base = base.config.causal, base.config.max_len, base.num_parameters()
     template = config.template or DEFAULT_TEMPLATES[causal]
     if not task.label_words:
-        raise ValueError(f"task {task.name} has no label words (task.json label_words): the verbalizer needs one word per label")
+        raise ValueError(
+            f"task {task.name} has no label words (task.json label_words): the verbalizer needs one word per label"
+        )
     words = [task.label_words[label] for label in task.labels]
     dev, test = task.split("dev"), task.splits.get("test")
     if config.max_eval_examples:
@@ -154,8 +202,16 @@ def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Ta
                     continue
                 values = [{"text": e.text} for e in examples]
                 prefix = prefixes_for(values, seed) if prefixes_for else None
-                scores = label_scores(base_logits(base), tokenizer, Template(template), Verbalizer.from_words(tokenizer, words),
-                                      values, causal, max_len, prefix_ids=prefix)
+                scores = label_scores(
+                    base_logits(base),
+                    tokenizer,
+                    Template(template),
+                    Verbalizer.from_words(tokenizer, words),
+                    values,
+                    causal,
+                    max_len,
+                    prefix_ids=prefix,
+                )
                 report = classification_report(scores.argmax(dim=-1).tolist(), [e.label for e in examples], task.labels)
                 if split == "dev":
                     row.dev_accuracy.append(report["accuracy"])
@@ -171,7 +227,9 @@ def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Ta
 
     def few_shot(values: list, seed: int) -> list:
         chosen = few_shot_demonstrations(train, [e.label for e in train], config.shots, seed)
-        demos = [demonstration(tokenizer, Template(template), {"text": train[i].text}, words[train[i].label]) for i in chosen]
+        demos = [
+            demonstration(tokenizer, Template(template), {"text": train[i].text}, words[train[i].label]) for i in chosen
+        ]
         longest = max(len(tokenizer.encode(w)) for w in words)
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
@@ -183,10 +241,13 @@ def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Ta
         name = spec.describe()
         for readout_kind in config.readouts:
 
-            def fresh(seed: int) -> TunedModel:
+            def fresh(seed: int, method: str = method, readout_kind: str = readout_kind) -> TunedModel:
                 base = load_base()
-                readout = (VerbalizerReadout.from_template(tokenizer, template, [[w] for w in words]) if readout_kind == "verbalizer"
-                           else ClassificationHead(base.config.d_model, len(task.labels), seed=seed))
+                readout = (
+                    VerbalizerReadout.from_template(tokenizer, template, [[w] for w in words])
+                    if readout_kind == "verbalizer"
+                    else ClassificationHead(base.config.d_model, len(task.labels), seed=seed)
+                )
                 return TunedModel(base, build_method(method, base, tokenizer, seed=seed), readout, task.labels)
 
             row = None
@@ -197,23 +258,37 @@ def compare(load_base: Callable[[], Transformer], tokenizer: Tokenizer, task: Ta
                     row = Row(name, readout_kind, counts["tuned"], counts["base"])
                     row.peak_mib = step_memory_mib(probe, tokenizer, task, config)
                 model = fresh(seed)
-                tune_config = TuneConfig(lr=spec.lr, max_steps=config.max_steps, eval_every=config.eval_every,
-                                         patience=config.patience, batch_size=config.batch_size, seed=seed, device=config.device,
-                                         precision=config.precision, max_eval_examples=config.max_eval_examples)
+                tune_config = TuneConfig(
+                    lr=spec.lr,
+                    max_steps=config.max_steps,
+                    eval_every=config.eval_every,
+                    patience=config.patience,
+                    batch_size=config.batch_size,
+                    seed=seed,
+                    device=config.device,
+                    precision=config.precision,
+                    max_eval_examples=config.max_eval_examples,
+                )
                 with tempfile.TemporaryDirectory() as out:
                     start = time.perf_counter()
                     trainer = TuneTrainer(model, tokenizer, task, tune_config, out, log=lambda _: None)
                     trainer.fit()
                     best = TunedModel.load(out, load_base().to(config.device)).eval()
                 step_s = trainer.train_seconds / max(trainer.step, 1)
-                row.step_s = step_s if row.step_s is None else (row.step_s * len(row.dev_accuracy) + step_s) / (len(row.dev_accuracy) + 1)
+                row.step_s = (
+                    step_s
+                    if row.step_s is None
+                    else (row.step_s * len(row.dev_accuracy) + step_s) / (len(row.dev_accuracy) + 1)
+                )
                 report = evaluate(best, tokenizer, dev)
                 row.dev_accuracy.append(report["accuracy"])
                 row.dev_macro_f1.append(report["macro_f1"])
                 if test:
                     row.test_accuracy.append(evaluate(best, tokenizer, test)["accuracy"])
-                log(f"{name} / {readout_kind} / seed {seed}: dev accuracy {report['accuracy']:.3f}, macro-F1 "
-                    f"{report['macro_f1']:.3f}, {trainer.step} steps, {time.perf_counter() - start:.0f} s")
+                log(
+                    f"{name} / {readout_kind} / seed {seed}: dev accuracy {report['accuracy']:.3f}, macro-F1 "
+                    f"{report['macro_f1']:.3f}, {trainer.step} steps, {time.perf_counter() - start:.0f} s"
+                )
             rows.append(row)
     return rows
 
@@ -223,7 +298,8 @@ def rows_as_json(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 def write_results(rows: list[Row], has_test: bool, folder: Path, header: str) -> str:
-    """results.md (the table under `header`) and results.json in `folder` (claimed with claim_output); returns the table."""
+    """results.md (the table under `header`) and results.json in `folder` (claimed with claim_output); returns
+    the table."""
     table = markdown(rows, has_test)
     atomic_write(folder / "results.md", header + "\n\n" + table + "\n")
     atomic_write(folder / "results.json", json.dumps(rows_as_json(rows), indent=2) + "\n")
@@ -235,8 +311,17 @@ def default_folder(task_name: str) -> Path:
     return RUNS / f"compare-{task_name}"
 
 
-def compare_run(base: str, task_dir: str, out: str | None = None, config: CompareConfig | None = None, *, quick: bool = False,
-                overwrite: bool = False, command: str = "", log: Callable[[str], None] = print) -> list[Row]:
+def compare_run(
+    base: str,
+    task_dir: str,
+    out: str | None = None,
+    config: CompareConfig | None = None,
+    *,
+    quick: bool = False,
+    overwrite: bool = False,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> list[Row]:
     """`train.py compare`: every row on the run `base` and the task folder `task_dir`, written to OUT/results.md and
     results.json (default runs/compare-<task>). `command` is the command line the table's header repeats."""
     config = config or CompareConfig()
@@ -244,7 +329,13 @@ def compare_run(base: str, task_dir: str, out: str | None = None, config: Compar
         config = CompareConfig(**{**config.__dict__, **QUICK})
     task = load_task(task_dir)
     folder = Path(out) if out else default_folder(task.name)
-    check_output(folder, COMPARE, overwrite=overwrite, reads=[("--base", base), ("--task", task_dir)], known=[PRETRAIN, TUNE, INSTRUCT])
+    check_output(
+        folder,
+        COMPARE,
+        overwrite=overwrite,
+        reads=[("--base", base), ("--task", task_dir)],
+        known=[PRETRAIN, TUNE, INSTRUCT],
+    )
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     config = CompareConfig(**{**config.__dict__, "device": device, "precision": precision})
@@ -257,11 +348,16 @@ def compare_run(base: str, task_dir: str, out: str | None = None, config: Compar
         return fresh.to(device)
 
     start = time.perf_counter()
-    log(f"compare on {base} ({'causal' if model.config.causal else 'masked'}, {model.num_parameters():,} parameters), task "
-        f"{task.name}: seeds {list(config.seeds)}, {config.max_steps} steps per tuned run, {precision}")
+    log(
+        f"compare on {base} ({'causal' if model.config.causal else 'masked'}, {model.num_parameters():,} parameters), "
+        f"task {task.name}: seeds {list(config.seeds)}, {config.max_steps} steps per tuned run, {precision}"
+    )
     rows = compare(load_base, tokenizer, task, config, log)
-    header = (f"`{command or 'python train.py compare'}`: {len(rows)} rows in {format_duration(time.perf_counter() - start)}, "
-              f"seeds {list(config.seeds)}, {precision}, torch {torch.__version__}")
+    header = (
+        f"`{command or 'python train.py compare'}`: {len(rows)} rows in "
+        f"{format_duration(time.perf_counter() - start)}, seeds {list(config.seeds)}, {precision}, "
+        f"torch {torch.__version__}"
+    )
     claim_output(folder, COMPARE, fresh=True)
     log(write_results(rows, "test" in task.splits, folder, header))
     log(f"written to {folder / 'results.md'} and results.json")

@@ -45,8 +45,11 @@ def cpu_peak_bytes(fn: Callable[[], object]) -> int:
             prof.__exit__(None, None, None)
     results = getattr(prof.profiler, "kineto_results", None)
     if results is not None:  # raw events: one per allocation or free, with its own timestamp
-        deltas = [(e.start_ns(), e.nbytes()) for e in results.events()
-                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+        deltas = [
+            (e.start_ns(), e.nbytes())
+            for e in results.events()
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+        ]
     else:  # older profilers: the same events through the FunctionEvent list
         deltas = [(e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_memory_usage]
     level = peak = 0

@@ -1,4 +1,4 @@
-"""Layer 1, the network: config, attention (and its kernels), masks, the KV cache, the Transformer, sampling, generation.
+"""Layer 1, the network: config, attention and its kernels, masks, the KV cache, the Transformer, sampling, generation.
 
 Docs: docs/transformer.md, docs/attention.md, docs/kernels.md, docs/generation.md.
 """

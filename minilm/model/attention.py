@@ -34,7 +34,9 @@ from minilm.model.kv_cache import LayerCache
 from minilm.model.masks import attention_mask
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> Tensor:
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V, with M = 0 where `mask` is True and -inf elsewhere.
 
     A query row with no visible key gets probabilities 0 (not NaN), so its output is the zero vector.
@@ -70,8 +72,11 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tens
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
-def triton_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None, dropout_p: float) -> Tensor:
-    """The `triton` backend: minilm's own FlashAttention kernel (minilm/model/kernels/flash_attention.py, docs/kernels.md).
+def triton_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None, dropout_p: float
+) -> Tensor:
+    """The `triton` backend: minilm's own FlashAttention kernel (minilm/model/kernels/flash_attention.py,
+    docs/kernels.md).
 
     It reads the causal shift T_k - T_q and the key mask as per-sequence numbers instead of a T_q x T_k mask tensor, so
     a prefix with causality and padding costs it nothing extra. A call it cannot take (no CUDA, head dim, dtype,
@@ -101,7 +106,13 @@ def resolve_backend(name: str, q: Tensor, k: Tensor, dropout_p: float) -> str:
 
 
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None = None, dropout_p: float = 0.0, backend: str = "auto"
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool,
+    key_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
 ) -> Tensor:
     """Run attention with the chosen backend; every backend computes softmax(Q K^T / sqrt(d_k) + M) V."""
     if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.size(-1) != k.size(-1):
@@ -110,7 +121,9 @@ def attention(
             f"k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if k.size(-2) < q.size(-2):
-        raise ValueError(f"attention needs at least as many keys as queries, got {k.size(-2)} keys for {q.size(-2)} queries")
+        raise ValueError(
+            f"attention needs at least as many keys as queries, got {k.size(-2)} keys for {q.size(-2)} queries"
+        )
     if key_mask is not None and (key_mask.dtype != torch.bool or key_mask.shape != (k.size(0), k.size(-2))):
         raise ValueError(
             f"key_mask must be a bool tensor of shape (batch, n_keys) = {(k.size(0), k.size(-2))}, "

@@ -34,12 +34,18 @@ class ModelConfig:
                  FlashAttention kernel, CUDA) or "auto" (triton on CUDA when installed, else sdpa; docs/kernels.md)
     """
 
-    vocab_size: int = setting(1024, "tokenizer vocabulary size (the model's V is the size the tokenizer reaches)",
-                              flag="--vocab", check="positive")
+    vocab_size: int = setting(
+        1024,
+        "tokenizer vocabulary size (the model's V is the size the tokenizer reaches)",
+        flag="--vocab",
+        check="positive",
+    )
     d_model: int = setting(256, "d_model, the width of every hidden vector", flag="--width", check="positive")
     n_heads: int = setting(4, "attention heads", flag="--heads", check="positive")
     n_layers: int = setting(4, "Transformer blocks", flag="--layers", check="positive")
-    d_ff: int | None = setting(None, "feed-forward width (default: 4 x --width)", flag="--ffn", check="positive", type=int)
+    d_ff: int | None = setting(
+        None, "feed-forward width (default: 4 x --width)", flag="--ffn", check="positive", type=int
+    )
     max_len: int = setting(128, "tokens per sequence (max_len, the context)", flag="--context", check="positive")
     dropout: float = setting(0.1, "dropout probability", check="fraction")
     causal: bool = setting(True, "causal (autoregressive) or bidirectional (masked) attention", cli=False)

@@ -61,7 +61,9 @@ def generate(
     """
     config = model.config
     if not config.causal:
-        raise ValueError("generate needs a causal model; this one is bidirectional (config.causal=False): use fill_mask")
+        raise ValueError(
+            "generate needs a causal model; this one is bidirectional (config.causal=False): use fill_mask"
+        )
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
@@ -74,7 +76,11 @@ def generate(
             f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - n_soft - T, 0)} new tokens"
         )
     device = input_ids.device
-    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(device, torch.bool)
+    mask = (
+        torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is None
+        else attention_mask.to(device, torch.bool)
+    )
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but input_ids is {tuple(input_ids.shape)}")
     if not mask.any(dim=1).all():
@@ -93,7 +99,9 @@ def generate(
             soft = prompt_embeds.expand(B, -1, -1)
             embeds = torch.cat([soft, model.tok_emb(ids)], dim=1)
             full_mask = torch.cat([torch.ones(B, n_soft, dtype=torch.bool, device=device), mask], dim=1)
-            out = model(inputs_embeds=embeds, attention_mask=full_mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache)
+            out = model(
+                inputs_embeds=embeds, attention_mask=full_mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache
+            )
             return out[:, n_soft:]
 
         logits = whole_sequence(input_ids, mask, cache)
@@ -125,15 +133,20 @@ def fill_mask(model: Transformer, tokenizer: Tokenizer, text: str, top_k: int = 
     never proposed.
     """
     if model.config.causal:
-        raise ValueError("fill_mask needs a masked (bidirectional) model, pretrained with --objective masked; this one is "
-                         "causal: use generate")
+        raise ValueError(
+            "fill_mask needs a masked (bidirectional) model, pretrained with --objective masked; this one is "
+            "causal: use generate"
+        )
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     ids = [CLS_ID, *tokenizer.encode(text), SEP_ID]
     if MASK_ID not in ids:
         raise ValueError("the text has no [MASK] token: write [MASK] where a token should be predicted")
     if len(ids) > model.config.max_len:
-        raise ValueError(f"the text is {len(ids)} tokens long with [CLS]/[SEP], over the model's max_len={model.config.max_len}: shorten it")
+        raise ValueError(
+            f"the text is {len(ids)} tokens long with [CLS]/[SEP], over the model's max_len={model.config.max_len}: "
+            "shorten it"
+        )
     device = model.tok_emb.weight.device
     input_ids = torch.tensor([ids], device=device)
     was_training = model.training
@@ -153,13 +166,26 @@ def fill_mask(model: Transformer, tokenizer: Tokenizer, text: str, top_k: int = 
 
 def format_candidates(candidates: list[list[tuple[str, float]]]) -> str:
     """fill_mask's answer as lines: `[MASK] n: 'token' p  'token' p ...`."""
-    return "\n".join(f"[MASK] {n}: " + "  ".join(f"{token!r} {p:.3f}" for token, p in row)
-                     for n, row in enumerate(candidates, start=1))
+    return "\n".join(
+        f"[MASK] {n}: " + "  ".join(f"{token!r} {p:.3f}" for token, p in row)
+        for n, row in enumerate(candidates, start=1)
+    )
 
 
-def complete(model: Transformer, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 200, *, temperature: float = 0.8,
-             top_k: int | None = None, top_p: float | None = None, seed: int = 0, prompt_embeds: Tensor | None = None,
-             prefix: Prefix | None = None, prefix_mask: Tensor | None = None) -> str:
+def complete(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int = 200,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    prompt_embeds: Tensor | None = None,
+    prefix: Prefix | None = None,
+    prefix_mask: Tensor | None = None,
+) -> str:
     """`prompt` continued by up to `max_new_tokens` tokens, as text (`train.py generate`; its defaults are these).
 
     Past the context each round restarts from the last half-context of tokens, so a continuation may be longer than
@@ -172,16 +198,28 @@ def complete(model: Transformer, tokenizer: Tokenizer, prompt: str, max_new_toke
     ids = tokenizer.encode(prompt)
     context = model.config.max_len - (0 if prompt_embeds is None else prompt_embeds.size(-2))
     if len(ids) >= context:
-        raise ValueError(f"the prompt is {len(ids)} tokens, but the model's context is {context}: shorten the prompt "
-                         f"to fewer than {context} tokens")
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens, but the model's context is {context}: shorten the prompt "
+            f"to fewer than {context} tokens"
+        )
     device = model.tok_emb.weight.device
     keep = context // 2
     while max_new_tokens > 0:
         window = ids if len(ids) + max_new_tokens <= context or len(ids) <= keep else ids[-keep:]
         n = min(max_new_tokens, context - len(window))
-        out = generate(model, torch.tensor([window], device=device), n, temperature=temperature, top_k=top_k, top_p=top_p,
-                       seed=seed + len(ids), prompt_embeds=prompt_embeds, prefix=prefix, prefix_mask=prefix_mask)
-        new = [t for t in out[0, len(window):].tolist() if t != PAD_ID]
+        out = generate(
+            model,
+            torch.tensor([window], device=device),
+            n,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed + len(ids),
+            prompt_embeds=prompt_embeds,
+            prefix=prefix,
+            prefix_mask=prefix_mask,
+        )
+        new = [t for t in out[0, len(window) :].tolist() if t != PAD_ID]
         ids, max_new_tokens = ids + new, max_new_tokens - n
         if len(new) < n:  # [EOS]
             break

@@ -27,7 +27,8 @@ def layer_norm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
 
 
 class LayerNorm(nn.Module):
-    """LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta, with mu and sigma^2 the mean and variance over the d features."""
+    """LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta, with mu and sigma^2 the mean and variance over the d
+    features."""
 
     def __init__(self, d: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -74,4 +75,3 @@ class Block(nn.Module):
     ) -> Tensor:
         x = x + self.drop(self.attn(self.ln_1(x), key_mask, prefix, cache))
         return x + self.drop(self.ffn(self.ln_2(x)))
-

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 
-def attention_mask(n_queries: int, n_keys: int, causal: bool, key_mask: Tensor | None, device: torch.device) -> Tensor | None:
+def attention_mask(
+    n_queries: int, n_keys: int, causal: bool, key_mask: Tensor | None, device: torch.device
+) -> Tensor | None:
     """M as a boolean: allowed[b, 0, i, j] = key_mask[b, j] and (not causal or j <= i + n_keys - n_queries).
 
     Returns a (B or 1, 1, T_q, T_k) bool tensor, True where query i may attend to key j,

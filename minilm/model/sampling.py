@@ -21,7 +21,9 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     keeps more than k tokens.
     """
     k = min(k, logits.size(-1))
-    kept = torch.sort(logits, dim=-1, descending=True, stable=True).indices[..., :k]  # stable: equal logits keep id order
+    kept = torch.sort(logits, dim=-1, descending=True, stable=True).indices[
+        ..., :k
+    ]  # stable: equal logits keep id order
     return torch.full_like(logits, float("-inf")).scatter(-1, kept, logits.gather(-1, kept))
 
 

@@ -117,7 +117,11 @@ class Transformer(nn.Module):
         layer_prefixes = self._check_prefix(prefix, B)
         self._check_continuation(cache, B, T, prefix is not None)
 
-        start = cache.positions if cache is not None and cache.positions is not None else torch.zeros(B, dtype=torch.long, device=x.device)
+        start = (
+            cache.positions
+            if cache is not None and cache.positions is not None
+            else torch.zeros(B, dtype=torch.long, device=x.device)
+        )
         x = self.drop(x + self.pos_emb(position_ids(real, start, T)))
 
         n_prefix = layer_prefixes[0][0].size(2) if layer_prefixes[0] is not None else 0
@@ -146,14 +150,18 @@ class Transformer(nn.Module):
         if inputs_embeds is not None:
             if inputs_embeds.dim() != 3 or inputs_embeds.size(-1) != self.config.d_model:
                 raise ValueError(
-                    f"inputs_embeds must be (batch, seq, d_model={self.config.d_model}), got {tuple(inputs_embeds.shape)}"
+                    f"inputs_embeds must be (batch, seq, d_model={self.config.d_model}), "
+                    f"got {tuple(inputs_embeds.shape)}"
                 )
             if inputs_embeds.size(1) == 0:
                 raise ValueError("inputs_embeds has no positions: give at least one")
             return inputs_embeds
         assert input_ids is not None
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"input_ids must be an integer tensor of shape (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be an integer tensor of shape (batch, seq), "
+                f"got {input_ids.dtype} {tuple(input_ids.shape)}"
+            )
         if input_ids.size(1) == 0:
             raise ValueError("input_ids has no tokens: give at least one")
         lo, hi = int(input_ids.min()), int(input_ids.max())
@@ -206,10 +214,14 @@ class Transformer(nn.Module):
         if cache is None:
             return
         if not self.config.causal:
-            raise ValueError("a KV cache is only meaningful for a causal model: in a bidirectional (masked) model every "
-                             "token sees the later ones too, so earlier keys and values change; run the whole sequence")
+            raise ValueError(
+                "a KV cache is only meaningful for a causal model: in a bidirectional (masked) model every "
+                "token sees the later ones too, so earlier keys and values change; run the whole sequence"
+            )
         if cache.positions is not None and cache.positions.size(0) != B:
-            raise ValueError(f"the KV cache holds {cache.positions.size(0)} rows but the input has {B}: use one cache per batch")
+            raise ValueError(
+                f"the KV cache holds {cache.positions.size(0)} rows but the input has {B}: use one cache per batch"
+            )
         if has_prefix and cache.length > 0:
             raise ValueError("the prefix is already in the KV cache: pass prefix only with the first chunk")
 
@@ -220,12 +232,21 @@ class Transformer(nn.Module):
         if P == 0:
             raise ValueError("prefix_mask was given without a prefix")
         if prefix_mask.shape != (B, P):
-            raise ValueError(f"prefix_mask has shape {tuple(prefix_mask.shape)} but the prefix is {(B, P)}: one entry per row and prefix position")
+            raise ValueError(
+                f"prefix_mask has shape {tuple(prefix_mask.shape)} but the prefix is {(B, P)}: "
+                "one entry per row and prefix position"
+            )
         return prefix_mask.to(device=device, dtype=torch.bool)
 
     @staticmethod
     def _key_mask(
-        cache: KVCache | None, n_prefix: int, prefix_visible: Tensor | None, real: Tensor | None, B: int, T: int, device: torch.device
+        cache: KVCache | None,
+        n_prefix: int,
+        prefix_visible: Tensor | None,
+        real: Tensor | None,
+        B: int,
+        T: int,
+        device: torch.device,
     ) -> Tensor | None:
         """Visibility of every key [cached; prefix; new tokens] as (B, S + P + T) bool, or None if all are visible."""
         cached = cache.key_mask if cache is not None else None

@@ -8,5 +8,17 @@ from minilm.prompting.few_shot import demonstration, few_shot_demonstrations, fe
 from minilm.prompting.template import Rendered, Template
 from minilm.prompting.verbalizer import LogitsAt, Verbalizer, base_logits, label_scores, verbalizer_scores, word_scores
 
-__all__ = ["LogitsAt", "Rendered", "Template", "Verbalizer", "base_logits", "calibrate", "demonstration",
-           "few_shot_demonstrations", "few_shot_prefixes", "label_scores", "verbalizer_scores", "word_scores"]
+__all__ = [
+    "LogitsAt",
+    "Rendered",
+    "Template",
+    "Verbalizer",
+    "base_logits",
+    "calibrate",
+    "demonstration",
+    "few_shot_demonstrations",
+    "few_shot_prefixes",
+    "label_scores",
+    "verbalizer_scores",
+    "word_scores",
+]

@@ -12,5 +12,6 @@ from torch import Tensor
 
 
 def calibrate(scores: Tensor, content_free_scores: Tensor) -> Tensor:
-    """log p_cal(y | x) = log softmax(s(x))_y - log softmax(s("N/A"))_y (renormalised): Zhao et al.'s contextual calibration."""
+    """log p_cal(y | x) = log softmax(s(x))_y - log softmax(s("N/A"))_y (renormalised): Zhao et al.'s contextual
+    calibration."""
     return torch.log_softmax(torch.log_softmax(scores, dim=-1) - torch.log_softmax(content_free_scores, dim=-1), dim=-1)

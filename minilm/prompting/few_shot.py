@@ -28,14 +28,23 @@ def few_shot_demonstrations(examples: Sequence, labels: Sequence[int], k: int, s
     return chosen
 
 
-def demonstration(tokenizer: Tokenizer, template: Template, values: dict[str, str], answer: str, separator: str = "\n\n") -> list[int]:
+def demonstration(
+    tokenizer: Tokenizer, template: Template, values: dict[str, str], answer: str, separator: str = "\n\n"
+) -> list[int]:
     """One solved example: the template with its fields and the answer word in the slot, then the separator."""
     r = template.render(tokenizer, values, budget=10**9, slot_tokens=0)
-    return r.ids[: r.slot] + tokenizer.encode(answer) + r.ids[r.slot:] + tokenizer.encode(separator)
+    return r.ids[: r.slot] + tokenizer.encode(answer) + r.ids[r.slot :] + tokenizer.encode(separator)
 
 
-def few_shot_prefixes(tokenizer: Tokenizer, template: Template, demonstrations: list[list[int]],
-                      queries: list[dict[str, str]], longest_answer: int, causal: bool, max_len: int) -> list[list[int]]:
+def few_shot_prefixes(
+    tokenizer: Tokenizer,
+    template: Template,
+    demonstrations: list[list[int]],
+    queries: list[dict[str, str]],
+    longest_answer: int,
+    causal: bool,
+    max_len: int,
+) -> list[list[int]]:
     """For each query, the demonstrations that fit in front of it, in order; the query itself is never cut
     for them (demonstrations are dropped from the end of the list until the whole prompt fits)."""
     prefixes = []

@@ -39,7 +39,10 @@ class Template:
 
     def __post_init__(self) -> None:
         if self.text.count(SLOT) > 1:
-            raise ValueError(f"template {self.text!r} has {self.text.count(SLOT)} {SLOT} slots: write exactly one (or none: the answer then follows the end)")
+            raise ValueError(
+                f"template {self.text!r} has {self.text.count(SLOT)} {SLOT} slots: "
+                "write exactly one (or none: the answer then follows the end)"
+            )
         if not self.fields:
             raise ValueError(f"template {self.text!r} has no field: write e.g. {{text}} where the input goes")
 
@@ -48,14 +51,15 @@ class Template:
         return FIELD.findall(self.text)
 
     def pieces(self) -> list[tuple[str, str]]:
-        """The template as ("literal", text) / ("field", name) / ("slot", "") pieces, spaces before fields moved onto them."""
+        """The template as ("literal", text) / ("field", name) / ("slot", "") pieces, spaces before fields moved
+        onto them."""
         out: list[tuple[str, str]] = []
         for i, part in enumerate(self.text.split(SLOT)):
             if i:
                 out.append(("slot", ""))
             pos = 0
             for m in FIELD.finditer(part):
-                literal = part[pos:m.start()]
+                literal = part[pos : m.start()]
                 space = literal.endswith(" ")
                 if literal.rstrip(" ") or (literal and not space):
                     out.append(("literal", literal[:-1] if space else literal))
@@ -67,8 +71,15 @@ class Template:
             out.append(("slot", ""))
         return out
 
-    def render(self, tokenizer: Tokenizer, values: dict[str, str], budget: int, slot_tokens: int = 1,
-               add_special: bool = False, cut: Sequence[str] | None = None) -> Rendered:
+    def render(
+        self,
+        tokenizer: Tokenizer,
+        values: dict[str, str],
+        budget: int,
+        slot_tokens: int = 1,
+        add_special: bool = False,
+        cut: Sequence[str] | None = None,
+    ) -> Rendered:
         """Token ids of the template with `values`, at most `budget` ids including `slot_tokens` answer tokens.
 
         Only the fields are shortened (the longest first, from its end), and only those named in `cut` when it
@@ -77,7 +88,10 @@ class Template:
         """
         missing = [f for f in self.fields if f not in values]
         if missing:
-            raise ValueError(f"template {self.text!r} needs the field(s) {', '.join(missing)}; the example has {', '.join(values) or 'none'}")
+            raise ValueError(
+                f"template {self.text!r} needs the field(s) {', '.join(missing)}; "
+                f"the example has {', '.join(values) or 'none'}"
+            )
         pieces = self.pieces()
         parts: list[tuple[str, list[int]]] = []
         for kind, value in pieces:
@@ -96,8 +110,10 @@ class Template:
         fixed += sum(n for n, ok in zip(lengths, cuttable) if not ok)
         room = budget - fixed
         if room < sum(cuttable):
-            raise ValueError(f"the template and answer take {fixed} of the {budget} tokens available: "
-                             "no room for the input; use a shorter template or a model with a longer context")
+            raise ValueError(
+                f"the template and answer take {fixed} of the {budget} tokens available: "
+                "no room for the input; use a shorter template or a model with a longer context"
+            )
         while sum(n for n, ok in zip(lengths, cuttable) if ok) > room:  # cut the longest cuttable field by one token
             longest = max((n, i) for i, (n, ok) in enumerate(zip(lengths, cuttable)) if ok)[1]
             lengths[longest] -= 1

@@ -28,7 +28,8 @@ from minilm.prompting.template import Rendered, Template
 from minilm.tokenizer import MASK_ID, PAD_ID, Tokenizer
 
 LogitsAt = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""(input_ids (B, T), attention_mask (B, T), rows (N,), cols (N,)) -> logits (N, V) at the token positions (rows, cols)."""
+"""(input_ids (B, T), attention_mask (B, T), rows (N,), cols (N,)) -> logits (N, V) at the token positions
+(rows, cols)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,15 @@ def base_logits(model: Transformer) -> LogitsAt:
     return logits_at
 
 
-def word_scores(logits_at: LogitsAt, prompts: list[Rendered], words: list[tuple[int, ...]], causal: bool,
-                length_normalized: bool = False, batch_size: int = 32, grad: bool = False) -> Tensor:
+def word_scores(
+    logits_at: LogitsAt,
+    prompts: list[Rendered],
+    words: list[tuple[int, ...]],
+    causal: bool,
+    length_normalized: bool = False,
+    batch_size: int = 32,
+    grad: bool = False,
+) -> Tensor:
     """s(w) for every prompt and word, (N, W): summed (or per-token mean) log-probabilities of the word's tokens.
 
     causal: the sequence is prompt + w_1 .. w_{k-1}; position slot - 1 + j predicts w_{j+1}.
@@ -74,12 +82,16 @@ def word_scores(logits_at: LogitsAt, prompts: list[Rendered], words: list[tuple[
     for prompt in prompts:
         for word in words:
             if causal:
-                items.append((tuple(prompt.ids) + tuple(word[:-1]), [(prompt.slot - 1 + j, t) for j, t in enumerate(word)]))
+                items.append(
+                    (tuple(prompt.ids) + tuple(word[:-1]), [(prompt.slot - 1 + j, t) for j, t in enumerate(word)])
+                )
             else:
-                masks = sum(1 for t in prompt.ids[prompt.slot:] if t == MASK_ID)
+                masks = sum(1 for t in prompt.ids[prompt.slot :] if t == MASK_ID)
                 if masks < len(word):
-                    raise ValueError(f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
-                                     "render it with slot_tokens = the word's length")
+                    raise ValueError(
+                        f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
+                        "render it with slot_tokens = the word's length"
+                    )
                 items.append((tuple(prompt.ids), [(prompt.slot + j, t) for j, t in enumerate(word)]))
     sequences: dict[tuple[int, ...], int] = {}  # one forward pass per distinct sequence
     for ids, _ in items:
@@ -87,7 +99,7 @@ def word_scores(logits_at: LogitsAt, prompts: list[Rendered], words: list[tuple[
     order = list(sequences)
     scores = None
     for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
+        chunk = order[start : start + batch_size]
         T = max(len(ids) for ids in chunk)
         input_ids = torch.full((len(chunk), T), PAD_ID, dtype=torch.long)
         mask = torch.zeros(len(chunk), T, dtype=torch.long)
@@ -111,8 +123,16 @@ def word_scores(logits_at: LogitsAt, prompts: list[Rendered], words: list[tuple[
     return scores.view(len(prompts), len(words))
 
 
-def verbalizer_scores(logits_at: LogitsAt, render: Callable[[int, int], Rendered], n_examples: int, verbalizer: Verbalizer,
-                      causal: bool, length_normalized: bool = False, batch_size: int = 32, grad: bool = False) -> Tensor:
+def verbalizer_scores(
+    logits_at: LogitsAt,
+    render: Callable[[int, int], Rendered],
+    n_examples: int,
+    verbalizer: Verbalizer,
+    causal: bool,
+    length_normalized: bool = False,
+    batch_size: int = 32,
+    grad: bool = False,
+) -> Tensor:
     """s(y) = log sum_{w in v(y)} exp s(w), (N, C). render(n, k) is example n's prompt with room for a k-token
     answer (k [MASK] at the slot for a masked model)."""
     flat = [w for group in verbalizer.words for w in group]
@@ -131,9 +151,18 @@ def verbalizer_scores(logits_at: LogitsAt, render: Callable[[int, int], Rendered
     return torch.stack(out, dim=1)
 
 
-def label_scores(logits_at: LogitsAt, tokenizer: Tokenizer, template: Template, verbalizer: Verbalizer,
-                 examples: list[dict[str, str]], causal: bool, max_len: int, length_normalized: bool = False,
-                 prefix_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 32) -> Tensor:
+def label_scores(
+    logits_at: LogitsAt,
+    tokenizer: Tokenizer,
+    template: Template,
+    verbalizer: Verbalizer,
+    examples: list[dict[str, str]],
+    causal: bool,
+    max_len: int,
+    length_normalized: bool = False,
+    prefix_ids: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 32,
+) -> Tensor:
     """s(y) for each example (N, C) with `template`; prefix_ids: per-example ids placed before the prompt
     (few-shot demonstrations), counted against max_len before the fields are cut."""
 

@@ -10,5 +10,17 @@ from minilm.training.pretrain import pretrain
 from minilm.training.run import load_run
 from minilm.training.trainer import TrainConfig, Trainer
 
-__all__ = ["IGNORE_INDEX", "CorpusConfig", "Loop", "LoopConfig", "TrainConfig", "Trainer", "causal_lm_loss", "load_run",
-           "mask_tokens", "masked_lm_loss", "prepare_corpus", "pretrain"]
+__all__ = [
+    "IGNORE_INDEX",
+    "CorpusConfig",
+    "Loop",
+    "LoopConfig",
+    "TrainConfig",
+    "Trainer",
+    "causal_lm_loss",
+    "load_run",
+    "mask_tokens",
+    "masked_lm_loss",
+    "prepare_corpus",
+    "pretrain",
+]

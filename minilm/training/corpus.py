@@ -42,8 +42,9 @@ class CorpusConfig:
     data: tuple[str, ...] = setting((str(DEFAULT_DATA),), "UTF-8 text files or folders of .txt files", metavar="PATH")
     val_fraction: float = setting(0.1, "share of each file held out for validation", check="probability")
     tokenizer: str | None = setting(None, "reuse this tokenizer.json instead of training one", type=str, metavar="FILE")
-    cache_dir: str | None = setting(None, "where encoded corpora are cached (default: .cache next to --out)", type=str,
-                                    metavar="DIR")
+    cache_dir: str | None = setting(
+        None, "where encoded corpora are cached (default: .cache next to --out)", type=str, metavar="DIR"
+    )
     skip_invalid_utf8: bool = setting(False, "drop bytes that are not UTF-8 (with a warning) instead of stopping")
 
 
@@ -58,13 +59,20 @@ def find_text_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix in TEXT_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
                 raise ValueError(f"folder {path} holds no .txt files: put UTF-8 text files ending in .txt there")
             files.extend(found)
         else:
-            raise FileNotFoundError(f"data path {path} does not exist: pass an existing text file or folder with --data")
+            raise FileNotFoundError(
+                f"data path {path} does not exist: pass an existing text file or folder with --data"
+            )
     return files
 
 
@@ -142,8 +150,16 @@ class Corpus:
 def cache_key(file_digests: list[str], tokenizer: Tokenizer, val_fraction: float, skip_invalid_utf8: bool) -> str:
     """sha256 of everything the cached ids depend on: file contents, tokenizer, split, format."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "files": file_digests, "val_fraction": val_fraction,
-                         "skip_invalid_utf8": skip_invalid_utf8}).encode())
+    h.update(
+        json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "files": file_digests,
+                "val_fraction": val_fraction,
+                "skip_invalid_utf8": skip_invalid_utf8,
+            }
+        ).encode()
+    )
     h.update(tokenizer.backend.to_str().encode())
     return h.hexdigest()[:20]
 
@@ -186,8 +202,11 @@ def prepare_corpus(
         atomic_write(folder / "meta.json", json.dumps(meta, indent=1))
     meta = json.loads((folder / "meta.json").read_text())
     streams = {
-        name: TokenStream(np.load(folder / f"{name}_ids.npy", mmap_mode="r"),
-                          np.load(folder / f"{name}_lines.npy"), int(meta[f"{name}_bytes"]))
+        name: TokenStream(
+            np.load(folder / f"{name}_ids.npy", mmap_mode="r"),
+            np.load(folder / f"{name}_lines.npy"),
+            int(meta[f"{name}_bytes"]),
+        )
         for name in ("train", "val")
     }
     return Corpus(streams["train"], streams["val"], [str(f) for f in files], folder)
@@ -204,8 +223,9 @@ def sample_windows(stream: TokenStream, batch_size: int, T: int, generator: torc
     """(B, T) contiguous windows ids[s : s + T] with starts s ~ Uniform{0, ..., N - T} drawn from `generator`."""
     n_starts = len(stream) - T + 1
     if n_starts < 1:
-        raise ValueError(f"the split has {len(stream)} tokens, fewer than one window of {T}: "
-                         "give more text or lower --context")
+        raise ValueError(
+            f"the split has {len(stream)} tokens, fewer than one window of {T}: give more text or lower --context"
+        )
     starts = torch.randint(0, n_starts, (batch_size,), generator=generator).tolist()
     return torch.from_numpy(np.stack([stream.ids[s : s + T].astype(np.int64) for s in starts]))
 

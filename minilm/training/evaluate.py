@@ -23,8 +23,16 @@ import torch.nn.functional as F
 
 from minilm.model import Transformer
 from minilm.tokenizer import PAD_ID
-from minilm.training.corpus import (TokenStream, encode_documents, eval_windows, find_text_files, pack_lines, prepare_corpus,
-                                    read_text, token_byte_lengths)
+from minilm.training.corpus import (
+    TokenStream,
+    encode_documents,
+    eval_windows,
+    find_text_files,
+    pack_lines,
+    prepare_corpus,
+    read_text,
+    token_byte_lengths,
+)
 from minilm.training.objectives import IGNORE_INDEX, mask_tokens
 from minilm.training.run import load_run
 
@@ -73,15 +81,20 @@ def evaluate_causal(
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         logits = model(input_ids, attention_mask=attention_mask).float()
         targets = input_ids[:, 1:]
-        scored = (attention_mask[:, 1:] == 1)
+        scored = attention_mask[:, 1:] == 1
         nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
         total_nll += nll[scored].double().sum().item()
         n_tokens += int(scored.sum())
         n_bytes += int(torch.from_numpy(token_bytes)[targets[scored].cpu()].sum())
     model.train(was_training)
     loss = total_nll / n_tokens
-    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": bits_per_byte(total_nll, n_bytes),
-            "tokens": n_tokens, "bytes": n_bytes}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_byte": bits_per_byte(total_nll, n_bytes),
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+    }
 
 
 @torch.no_grad()
@@ -118,8 +131,13 @@ def evaluate_masked(
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": n_tokens}
 
 
-def evaluate_run(run: str | os.PathLike[str], weights: str = "best", device: str = "auto", data: list[str] | None = None,
-                 batch_size: int = 16) -> tuple[dict[str, float], str, bool]:
+def evaluate_run(
+    run: str | os.PathLike[str],
+    weights: str = "best",
+    device: str = "auto",
+    data: list[str] | None = None,
+    batch_size: int = 16,
+) -> tuple[dict[str, float], str, bool]:
     """(metrics, what was scored, causal) for a run directory: its validation split, or the text files `data` whole."""
     model, tokenizer, train_args = load_run(run, weights, device)
     if data:
@@ -131,7 +149,9 @@ def evaluate_run(run: str | os.PathLike[str], weights: str = "best", device: str
         if not train_args:
             raise ValueError(f"{run} has no train_args.json, so its validation split is unknown: pass --data")
         cache = train_args.get("cache_dir") or str(Path(train_args["out"]).parent / ".cache")
-        corpus = prepare_corpus(train_args["data"], tokenizer, cache, train_args["val_fraction"], train_args["skip_invalid_utf8"])
+        corpus = prepare_corpus(
+            train_args["data"], tokenizer, cache, train_args["val_fraction"], train_args["skip_invalid_utf8"]
+        )
         stream, what = corpus.val, "the validation split"
     if model.config.causal:
         return evaluate_causal(model, stream, token_byte_lengths(tokenizer), batch_size=batch_size), what, True

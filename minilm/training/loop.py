@@ -47,9 +47,13 @@ class LoopConfig:
 
     max_steps: int = setting(2000, "optimizer steps", check="positive")
     lr: float = setting(1e-3, "peak learning rate", check="positive")
-    min_lr: float | None = setting(0.0, "learning rate at the end of the cosine decay", check="non_negative", type=float)
+    min_lr: float | None = setting(
+        0.0, "learning rate at the end of the cosine decay", check="non_negative", type=float
+    )
     warmup_steps: int = setting(100, "linear warm-up steps", check="non_negative")
-    weight_decay: float = setting(0.0, "AdamW weight decay on the weight matrices of linear layers", check="non_negative")
+    weight_decay: float = setting(
+        0.0, "AdamW weight decay on the weight matrices of linear layers", check="non_negative"
+    )
     beta1: float = setting(0.9, "AdamW beta1", check="probability")
     beta2: float = setting(0.999, "AdamW beta2", check="probability")
     grad_clip: float = setting(1.0, "largest gradient norm; larger gradients are scaled down to it", check="positive")
@@ -58,8 +62,9 @@ class LoopConfig:
     patience: int = setting(0, "stop after this many evaluations without improvement; 0 = never", check="non_negative")
     seed: int = setting(0, "seed of the data order and dropout", check="non_negative")
     device: str = setting("auto", "auto = cuda when available", choices=DEVICES)
-    precision: str = setting("auto", "bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes bf16 natively",
-                             choices=PRECISIONS)
+    precision: str = setting(
+        "auto", "bf16 autocast or fp32; auto = bf16 where the CPU/GPU computes bf16 natively", choices=PRECISIONS
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -80,7 +85,11 @@ class Processes:
 
     @classmethod
     def from_env(cls) -> Processes:
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
 
     @property
     def is_main(self) -> bool:
@@ -90,13 +99,19 @@ class Processes:
 def truncate_metrics(path: Path, step: int) -> None:
     """Forget the metrics logged after `step` (a resumed run does those steps again)."""
     if path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
         atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    seconds = round(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 class Loop(ABC):
@@ -111,8 +126,14 @@ class Loop(ABC):
     """The evaluation number that picks the best checkpoint and drives early stopping."""
     higher_is_better: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module, config: LoopConfig, out_dir: str | os.PathLike[str], log: Callable[[str], None] = print,
-                 procs: Processes | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LoopConfig,
+        out_dir: str | os.PathLike[str],
+        log: Callable[[str], None] = print,
+        procs: Processes | None = None,
+    ) -> None:
         self.config, self.out_dir, self.procs = config, Path(out_dir), procs or Processes()
         self.log = log if self.procs.is_main else (lambda _: None)
         self.device = torch.device(resolve_device(config.device))
@@ -199,18 +220,30 @@ class Loop(ABC):
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                     stopped_early = self._evaluate_and_checkpoint(time.perf_counter() - start)
         except KeyboardInterrupt:
-            self.log(f"\ninterrupted at step {self.step}; the last checkpoint in {self.out_dir} is intact: continue it "
-                     "with --resume")
+            self.log(
+                f"\ninterrupted at step {self.step}; the last checkpoint in {self.out_dir} is intact: continue it "
+                "with --resume"
+            )
             raise
         return {"step": self.step, "stopped_early": stopped_early, f"best_{self.eval_split}_{self.metric}": self.best}
 
     def _progress(self, losses: list[float], elapsed: float, steps: int, items: int) -> None:
         per_step, rate = elapsed / steps, items / elapsed
-        record = {"step": self.step, "split": "train", "loss": sum(losses) / len(losses), "lr": learning_rate(self.step - 1, self.config),
-                  f"{self.unit}_per_s": rate, self.unit: self.seen, "step_s": per_step, "elapsed_s": elapsed}
+        record = {
+            "step": self.step,
+            "split": "train",
+            "loss": sum(losses) / len(losses),
+            "lr": learning_rate(self.step - 1, self.config),
+            f"{self.unit}_per_s": rate,
+            self.unit: self.seen,
+            "step_s": per_step,
+            "elapsed_s": elapsed,
+        }
         speed = f"{rate / 1e3:.1f}k tok/s" if self.unit == "tokens" else f"{rate:.0f} ex/s"
-        self.log(f"step {self.step:>6}/{self.config.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | {speed} | "
-                 f"ETA {format_duration(per_step * (self.config.max_steps - self.step))}")
+        self.log(
+            f"step {self.step:>6}/{self.config.max_steps} | loss {record['loss']:.4f} | lr {record['lr']:.2e} | "
+            f"{speed} | ETA {format_duration(per_step * (self.config.max_steps - self.step))}"
+        )
         self._write_metrics(record)
 
     def _evaluate_and_checkpoint(self, elapsed: float) -> bool:
@@ -225,12 +258,18 @@ class Loop(ABC):
                 self.save_best(metrics)
             else:
                 self.evals_since_best += 1
-            self.log(f"eval step {self.step}: {self.describe(metrics)}"
-                     + (" | best" if improved else f" | no improvement for {self.evals_since_best} evals"))
-            self._write_metrics({"step": self.step, "split": self.eval_split, "elapsed_s": elapsed, **self.record(metrics)})
+            self.log(
+                f"eval step {self.step}: {self.describe(metrics)}"
+                + (" | best" if improved else f" | no improvement for {self.evals_since_best} evals")
+            )
+            self._write_metrics(
+                {"step": self.step, "split": self.eval_split, "elapsed_s": elapsed, **self.record(metrics)}
+            )
             if self.config.patience and self.evals_since_best >= self.config.patience:
-                self.log(f"early stop: {self.eval_split} {self.metric.replace('_', ' ')} has not improved for "
-                         f"{self.config.patience} evaluations")
+                self.log(
+                    f"early stop: {self.eval_split} {self.metric.replace('_', ' ')} has not improved for "
+                    f"{self.config.patience} evaluations"
+                )
                 stop[0] = 1
         self._save_state()
         if self.procs.world_size > 1:
@@ -252,9 +291,20 @@ class Loop(ABC):
         if not self.procs.is_main:
             return
         self.write_checkpoint()
-        save_state({"kind": self.kind, "step": self.step, "optimizer": self.optimizer.state_dict(), "rng_states": rng_states,
-                    "best": self.best, "evals_since_best": self.evals_since_best, "seen": self.seen,
-                    "world_size": self.procs.world_size, **self.checkpoint_state()}, self.out_dir / STATE_FILE)
+        save_state(
+            {
+                "kind": self.kind,
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "rng_states": rng_states,
+                "best": self.best,
+                "evals_since_best": self.evals_since_best,
+                "seen": self.seen,
+                "world_size": self.procs.world_size,
+                **self.checkpoint_state(),
+            },
+            self.out_dir / STATE_FILE,
+        )
 
     def upgrade_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """A state in an older layout, in today's (a subclass that changed its layout reads the old one here)."""
@@ -265,14 +315,21 @@ class Loop(ABC):
         path = self.out_dir / STATE_FILE
         state = self.upgrade_state(load_state(path))
         if state.get("kind") != self.kind:
-            raise ValueError(f"{path} is not the training state of a {self.kind} run (it says {state.get('kind')!r}): "
-                             "resume it with the command that wrote it, or start a new run in another --out")
+            raise ValueError(
+                f"{path} is not the training state of a {self.kind} run (it says {state.get('kind')!r}): "
+                "resume it with the command that wrote it, or start a new run in another --out"
+            )
         self.restore(state)
         self.optimizer.load_state_dict(state["optimizer"])
         rng_states = state["rng_states"]
         if len(rng_states) == self.procs.world_size:
             torch.set_rng_state(rng_states[self.procs.rank])
-        self.step, self.best, self.evals_since_best, self.seen = state["step"], state["best"], state["evals_since_best"], state["seen"]
+        self.step, self.best, self.evals_since_best, self.seen = (
+            state["step"],
+            state["best"],
+            state["evals_since_best"],
+            state["seen"],
+        )
         if self.procs.is_main:
             truncate_metrics(self.out_dir / METRICS_FILE, self.step)
         self.log(f"resumed from step {self.step}")

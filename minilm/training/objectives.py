@@ -26,12 +26,16 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor | N
     predicted nor used as the context of a first token. N is the number of counted pairs.
     """
     if logits.shape[:2] != input_ids.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match input_ids {tuple(input_ids.shape)} in (batch, seq)")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} do not match input_ids {tuple(input_ids.shape)} in (batch, seq)"
+        )
     targets = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)  # the label of position t is x_{t+1};
     targets[:, :-1] = input_ids[:, 1:]  # shifting the labels, not the logits, avoids copying a (B, T, V) tensor
     if attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}"
+            )
         real = attention_mask.bool()
         targets[:, :-1].masked_fill_(~(real[:, 1:] & real[:, :-1]), IGNORE_INDEX)
     return token_cross_entropy(logits, targets)
@@ -66,7 +70,10 @@ def mask_tokens(
     if not 0.0 < mask_prob < 1.0:
         raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
     if vocab_size <= NUM_SPECIAL_TOKENS:
-        raise ValueError(f"vocab_size={vocab_size} leaves no ordinary tokens to draw (the first {NUM_SPECIAL_TOKENS} ids are special)")
+        raise ValueError(
+            f"vocab_size={vocab_size} leaves no ordinary tokens to draw "
+            f"(the first {NUM_SPECIAL_TOKENS} ids are special)"
+        )
     device = input_ids.device
     eligible = input_ids >= NUM_SPECIAL_TOKENS  # special tokens (including [PAD]) are never selected
     if attention_mask is not None:
@@ -107,8 +114,14 @@ def masked_lm_loss_on_selected(hidden: Tensor, output_embedding: Tensor, labels:
     return token_cross_entropy(logits, labels[selected])
 
 
-def instruction_loss(logits: Tensor, input_ids: Tensor, output_mask: Tensor, alpha: float = 1.0,
-                     output_only: bool = False, attention_mask: Tensor | None = None) -> Tensor:
+def instruction_loss(
+    logits: Tensor,
+    input_ids: Tensor,
+    output_mask: Tensor,
+    alpha: float = 1.0,
+    output_only: bool = False,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
     """L = L_LM + alpha * L_align, or L_align alone when `output_only`.
 
     L_LM    = -(1/N) sum_i log p(x_i | x_<i)      over every real token of [instruction; input; output]
@@ -125,7 +138,9 @@ def instruction_loss(logits: Tensor, input_ids: Tensor, output_mask: Tensor, alp
     is_output = output_mask.bool()
     if attention_mask is not None:
         is_output = is_output & attention_mask.bool()
-    align_targets = targets.masked_fill(~torch.cat([is_output[:, 1:], torch.zeros_like(is_output[:, :1])], dim=1), IGNORE_INDEX)
+    align_targets = targets.masked_fill(
+        ~torch.cat([is_output[:, 1:], torch.zeros_like(is_output[:, :1])], dim=1), IGNORE_INDEX
+    )
     align = token_cross_entropy(logits, align_targets)
     if output_only:
         return align

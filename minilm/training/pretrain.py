@@ -55,7 +55,9 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
     settings = default_settings()
     if config_file:
         c = ModelConfig.load(config_file)
-        settings.update({name: getattr(c, name) for name in MODEL_SETTINGS}, objective="causal" if c.causal else "masked")
+        settings.update(
+            {name: getattr(c, name) for name in MODEL_SETTINGS}, objective="causal" if c.causal else "masked"
+        )
     given = dict(given)
     if "data" in given:  # kept absolute, so eval and --resume work from any folder
         given["data"] = [str(Path(p).resolve()) for p in given["data"]]
@@ -63,11 +65,15 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
     if resume:
         saved = read_train_args(out)
         if not saved:
-            raise ValueError(f"--resume: {out} holds no run to continue (no train_args.json); start one without --resume")
+            raise ValueError(
+                f"--resume: {out} holds no run to continue (no train_args.json); start one without --resume"
+            )
         for key in FIXED_FOR_A_RUN:
             if key in given and given[key] != saved.get(key):
-                raise ValueError(f"--resume: the run in {out} was trained with {flag(key)}={saved.get(key)!r}, not "
-                                 f"{given[key]!r}; drop that flag to continue it, or start a new run with another --out")
+                raise ValueError(
+                    f"--resume: the run in {out} was trained with {flag(key)}={saved.get(key)!r}, not "
+                    f"{given[key]!r}; drop that flag to continue it, or start a new run with another --out"
+                )
         settings.update({k: v for k, v in saved.items() if k in settings})
     settings.update(given)
     settings["out"] = str(out)
@@ -78,7 +84,8 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
 
 
 def _prepare(s: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tuple[Tokenizer, ModelConfig, Any]:
-    """Rank 0's part of starting a run: check --out, train (or load) the tokenizer, encode the corpus, write the run files."""
+    """Rank 0's part of starting a run: check --out, train (or load) the tokenizer, encode the corpus, write the run
+    files."""
     reads = [("--data", p) for p in s["data"]] + ([("--tokenizer", s["tokenizer"])] if s["tokenizer"] else [])
     check_output(out, PRETRAIN, resume=resume, overwrite=overwrite, reads=reads, known=[INSTRUCT])
     if resume or s["tokenizer"]:
@@ -86,19 +93,32 @@ def _prepare(s: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tup
     else:
         _, _, train_texts, _ = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"])
         tokenizer = Tokenizer.train(texts=train_texts, vocab_size=s["vocab_size"])
-    config = ModelConfig(**{**{k: s[k] for k in MODEL_SETTINGS}, "vocab_size": tokenizer.vocab_size,
-                            "causal": s["objective"] == "causal"})
+    config = ModelConfig(
+        **{
+            **{k: s[k] for k in MODEL_SETTINGS},
+            "vocab_size": tokenizer.vocab_size,
+            "causal": s["objective"] == "causal",
+        }
+    )
     if resume and ModelConfig.load(out / CONFIG) != config:
-        raise ValueError(f"--resume: {out}/{CONFIG} describes a different model than these settings; "
-                         "resume with the flags the run was started with")
+        raise ValueError(
+            f"--resume: {out}/{CONFIG} describes a different model than these settings; "
+            "resume with the flags the run was started with"
+        )
     corpus = prepare_corpus(s["data"], tokenizer, s["cache_dir"], s["val_fraction"], s["skip_invalid_utf8"])
     claim_output(out, PRETRAIN, fresh=not resume)  # only now that the data is known to be good
     write_run_files(out, tokenizer, config, {k: v for k, v in s.items() if k != "device"})
     return tokenizer, config, corpus
 
 
-def pretrain(given: dict[str, Any], *, resume: bool = False, overwrite: bool = False, config_file: str | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+def pretrain(
+    given: dict[str, Any],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    config_file: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Pretrain a model as `train.py pretrain` does; `given` holds the settings named on the command line (and `out`).
 
     Returns the trainer's summary (step, the best weights' metrics on the whole validation split in "val").
@@ -131,11 +151,16 @@ def pretrain(given: dict[str, Any], *, resume: bool = False, overwrite: bool = F
 
     model, c = Transformer(model_config, seed=s["seed"]), model_config
     device = resolve_device(config.device)
-    say(f"minilm: {s['objective']} LM, {model.num_parameters() / 1e6:.2f}M parameters ({c.n_layers} layers x {c.d_model} "
-        f"wide, {c.n_heads} heads, context {c.max_len}, vocab {c.vocab_size}) on {device}"
-        f"{f' x {procs.world_size} processes' if procs.world_size > 1 else ''}, {resolve_precision(config.precision, device)}")
-    say(f"data: {len(corpus.train):,} train / {len(corpus.val):,} validation tokens from {len(corpus.files)} file(s); "
-        f"run directory {out}")
+    say(
+        f"minilm: {s['objective']} LM, {model.num_parameters() / 1e6:.2f}M parameters ({c.n_layers} layers x "
+        f"{c.d_model} wide, {c.n_heads} heads, context {c.max_len}, vocab {c.vocab_size}) on {device}"
+        f"{f' x {procs.world_size} processes' if procs.world_size > 1 else ''}, "
+        f"{resolve_precision(config.precision, device)}"
+    )
+    say(
+        f"data: {len(corpus.train):,} train / {len(corpus.val):,} validation tokens from {len(corpus.files)} file(s); "
+        f"run directory {out}"
+    )
     try:
         trainer = Trainer(model, tokenizer, corpus, config, out, resume=resume, log=say)
         start = time.perf_counter()
@@ -149,8 +174,10 @@ def pretrain(given: dict[str, Any], *, resume: bool = False, overwrite: bool = F
         return summary
     val = summary["val"]
     bpb = f", {val['bits_per_byte']:.3f} bits per byte" if "bits_per_byte" in val else ""
-    say(f"done: {summary['step']} steps in {(time.perf_counter() - start) / 60:.1f} min; best weights: validation loss "
-        f"{val['loss']:.4f} per token (perplexity {val['perplexity']:.2f}){bpb} on the whole validation split")
+    say(
+        f"done: {summary['step']} steps in {(time.perf_counter() - start) / 60:.1f} min; best weights: validation loss "
+        f"{val['loss']:.4f} per token (perplexity {val['perplexity']:.2f}){bpb} on the whole validation split"
+    )
     say(f"saved in {out}/ (best.safetensors, model.safetensors, metrics.jsonl)")
     demo(out, corpus, device, say)
     return summary
@@ -166,7 +193,9 @@ def demo(out: Path, corpus: Any, device: str, say: Callable[[str], None]) -> Non
         say(complete(model, tokenizer, prompt, 200, temperature=0.8, seed=0))
     else:
         masked, answer = mask_one_word(val_text, tokenizer)
-        say(f"\nfill-mask demo (python train.py fill-mask --from {out} --text {json.dumps(masked)}), answer {answer!r}:")
+        say(
+            f"\nfill-mask demo (python train.py fill-mask --from {out} --text {json.dumps(masked)}), answer {answer!r}:"
+        )
         say(format_candidates(fill_mask(model, tokenizer, masked, top_k=5)))
 
 

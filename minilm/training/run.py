@@ -37,8 +37,14 @@ RUN_FILES = (CONFIG, TOKENIZER, LAST_WEIGHTS, BEST_WEIGHTS, STATE_FILE, METRICS_
 PRETRAIN = OutputKind("pretrain", "a run", (*RUN_FILES, TRAIN_ARGS), legacy=(CONFIG, TRAIN_ARGS))
 INSTRUCT = OutputKind("instruct", "an instruction-tuned run", (*RUN_FILES, "instruct_args.json"))
 
-LEGACY_KEYS = {"vocab": "vocab_size", "layers": "n_layers", "width": "d_model", "heads": "n_heads", "ffn": "d_ff",
-               "context": "max_len"}
+LEGACY_KEYS = {
+    "vocab": "vocab_size",
+    "layers": "n_layers",
+    "width": "d_model",
+    "heads": "n_heads",
+    "ffn": "d_ff",
+    "context": "max_len",
+}
 """train_args.json keys of runs written before the settings took the names of ModelConfig's fields."""
 
 
@@ -51,21 +57,27 @@ def read_train_args(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return {LEGACY_KEYS.get(k, k): v for k, v in args.items()}
 
 
-def write_run_files(folder: Path, tokenizer: Tokenizer, config: ModelConfig, args: dict[str, Any], args_file: str = TRAIN_ARGS) -> None:
+def write_run_files(
+    folder: Path, tokenizer: Tokenizer, config: ModelConfig, args: dict[str, Any], args_file: str = TRAIN_ARGS
+) -> None:
     """The files that describe a run: tokenizer.json, config.json and its settings, each atomically."""
     tokenizer.save(folder / TOKENIZER)
     config.save(folder / CONFIG)
     atomic_write(folder / args_file, json.dumps(args, indent=2) + "\n")
 
 
-def load_run(run: str | os.PathLike[str], weights: str = "best", device: str = "auto") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+def load_run(
+    run: str | os.PathLike[str], weights: str = "best", device: str = "auto"
+) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
     """(model in eval mode, tokenizer, settings) of a run directory; one-line errors for missing or damaged files.
 
     weights: "best" (best.safetensors, or model.safetensors when the run never evaluated) or "last".
     """
     folder = Path(run)
     if not folder.is_dir():
-        raise FileNotFoundError(f"run directory {run} does not exist: train one with `python train.py pretrain --out {run}`")
+        raise FileNotFoundError(
+            f"run directory {run} does not exist: train one with `python train.py pretrain --out {run}`"
+        )
     if not (folder / CONFIG).is_file():
         raise ValueError(f"{run} holds no model (no {CONFIG}): train one with `python train.py pretrain --out {run}`")
     config = ModelConfig.load(folder / CONFIG)
@@ -73,15 +85,18 @@ def load_run(run: str | os.PathLike[str], weights: str = "best", device: str = "
     if weights == "best" and not path.is_file() and (folder / LAST_WEIGHTS).is_file():
         path = folder / LAST_WEIGHTS
     if not path.is_file():
-        raise ValueError(f"{run} holds no trained weights ({path.name} is missing): finish or resume its training first")
+        raise ValueError(
+            f"{run} holds no trained weights ({path.name} is missing): finish or resume its training first"
+        )
     model = Transformer(config)
     load_weights(model, path)
     tokenizer = Tokenizer.load(folder / TOKENIZER)
     if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"{run}: {TOKENIZER} has {tokenizer.vocab_size} tokens but {CONFIG} says vocab_size="
-                         f"{config.vocab_size}; they come from different runs")
+        raise ValueError(
+            f"{run}: {TOKENIZER} has {tokenizer.vocab_size} tokens but {CONFIG} says vocab_size="
+            f"{config.vocab_size}; they come from different runs"
+        )
     return model.to(resolve_device(device)).eval(), tokenizer, read_train_args(folder)
-
 
 
 class RunLoop(Loop):
@@ -91,7 +106,9 @@ class RunLoop(Loop):
     data_generator: torch.Generator
 
     def save_best(self, metrics: dict[str, Any]) -> None:
-        save_weights(self.model, self.out_dir / BEST_WEIGHTS, {"step": str(self.step), self.metric: repr(metrics[self.metric])})
+        save_weights(
+            self.model, self.out_dir / BEST_WEIGHTS, {"step": str(self.step), self.metric: repr(metrics[self.metric])}
+        )
 
     def write_checkpoint(self) -> None:
         save_weights(self.model, self.out_dir / LAST_WEIGHTS, {"step": str(self.step)})
@@ -103,6 +120,8 @@ class RunLoop(Loop):
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
-            raise ValueError(f"the saved run in {self.out_dir} has a different model size; resume it with the same "
-                             f"size flags, or start a new run in another --out ({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"the saved run in {self.out_dir} has a different model size; resume it with the same "
+                f"size flags, or start a new run in another --out ({str(e).splitlines()[0]})"
+            ) from None
         self.data_generator.set_state(state["data_generator"])

@@ -102,7 +102,9 @@ class Batches:
         if self.config.objective == "causal":
             return {"input_ids": sample_windows(self.corpus.train, batch_size, self.T, self.generator)}
         input_ids, attention_mask = sample_blocks(self.blocks, self.lengths, batch_size, self.generator)
-        corrupted, labels = mask_tokens(input_ids, self.vocab_size, self.generator, attention_mask, self.config.mask_prob)
+        corrupted, labels = mask_tokens(
+            input_ids, self.vocab_size, self.generator, attention_mask, self.config.mask_prob
+        )
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -113,16 +115,28 @@ class Trainer(RunLoop):
     unit = "tokens"
     eval_split = "val"
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, corpus: Corpus, config: TrainConfig,
-                 out_dir: str | os.PathLike[str], resume: bool = False, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        corpus: Corpus,
+        config: TrainConfig,
+        out_dir: str | os.PathLike[str],
+        resume: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
         procs = Processes.from_env()
         if config.batch_size % (config.grad_accum * procs.world_size):
-            raise ValueError(f"batch-size {config.batch_size} must be a multiple of grad-accum x processes "
-                             f"= {config.grad_accum * procs.world_size}")
+            raise ValueError(
+                f"batch-size {config.batch_size} must be a multiple of grad-accum x processes "
+                f"= {config.grad_accum * procs.world_size}"
+            )
         super().__init__(model, config, out_dir, log, procs)
         self.loss_fn: nn.Module = PretrainingLoss(self.model, config.objective)
         if procs.world_size > 1:
-            self.loss_fn = DistributedDataParallel(self.loss_fn, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.loss_fn = DistributedDataParallel(
+                self.loss_fn, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         if config.compile:
             self.loss_fn = torch.compile(self.loss_fn)
         T = model.config.max_len
@@ -158,8 +172,14 @@ class Trainer(RunLoop):
         limit = None if full else self.config.eval_windows
         if self.config.objective == "causal":
             return evaluate_causal(model, self.corpus.val, self.token_bytes, max_windows=limit)
-        return evaluate_masked(model, self.val_blocks, self.val_lengths, max_blocks=limit,
-                               mask_prob=self.config.mask_prob, seed=self.config.seed)
+        return evaluate_masked(
+            model,
+            self.val_blocks,
+            self.val_lengths,
+            max_blocks=limit,
+            mask_prob=self.config.mask_prob,
+            seed=self.config.seed,
+        )
 
     def describe(self, metrics: dict[str, Any]) -> str:
         bpb = f" | {metrics['bits_per_byte']:.3f} bits/byte" if "bits_per_byte" in metrics else ""

@@ -61,8 +61,10 @@ def encode_instruction(tokenizer: Tokenizer, example: Instruction, max_len: int)
     """(ids, output_mask) of one example: the prompt, then " output" and [EOS], which output_mask marks."""
     output = tokenizer.encode(" " + example.output.strip()) + [EOS_ID]
     if len(output) >= max_len:
-        raise ValueError(f"an output of {len(output)} tokens does not fit in the context of {max_len} with its prompt: "
-                         f"shorten it ({example.output[:40]!r}...)")
+        raise ValueError(
+            f"an output of {len(output)} tokens does not fit in the context of {max_len} with its prompt: "
+            f"shorten it ({example.output[:40]!r}...)"
+        )
     prompt = prompt_ids(tokenizer, example, max_len - len(output))
     return prompt + output, [False] * len(prompt) + [True] * len(output)
 
@@ -71,9 +73,11 @@ def instruction_batch(tokenizer: Tokenizer, examples: list[Instruction], max_len
     """input_ids, attention_mask and output_mask (B, T), right-padded with [PAD]."""
     rows = [encode_instruction(tokenizer, e, max_len) for e in examples]
     T = max(len(ids) for ids, _ in rows)
-    batch = {"input_ids": torch.full((len(rows), T), PAD_ID, dtype=torch.long),
-             "attention_mask": torch.zeros(len(rows), T, dtype=torch.long),
-             "output_mask": torch.zeros(len(rows), T, dtype=torch.bool)}
+    batch = {
+        "input_ids": torch.full((len(rows), T), PAD_ID, dtype=torch.long),
+        "attention_mask": torch.zeros(len(rows), T, dtype=torch.long),
+        "output_mask": torch.zeros(len(rows), T, dtype=torch.bool),
+    }
     for b, (ids, out) in enumerate(rows):
         batch["input_ids"][b, : len(ids)] = torch.tensor(ids)
         batch["attention_mask"][b, : len(ids)] = 1
@@ -82,8 +86,13 @@ def instruction_batch(tokenizer: Tokenizer, examples: list[Instruction], max_len
 
 
 @torch.no_grad()
-def answers(model: Transformer, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32,
-            batch_size: int = 32) -> list[str]:
+def answers(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: list[Instruction],
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+) -> list[str]:
     """The model's greedy answers: the text it writes after "Output:" up to [EOS], for each instruction.
 
     Prompts are cut so that `max_new_tokens` (at most half the context) fit after them; a long input is cut, not
@@ -94,12 +103,17 @@ def answers(model: Transformer, tokenizer: Tokenizer, examples: list[Instruction
     device = model.tok_emb.weight.device
     out: list[str] = []
     for start in range(0, len(examples), batch_size):
-        prompts = [prompt_ids(tokenizer, e, budget) for e in examples[start: start + batch_size]]
+        prompts = [prompt_ids(tokenizer, e, budget) for e in examples[start : start + batch_size]]
         batch = tokenizer.pad(prompts, side="left")
         T = batch["input_ids"].size(1)
         n_new = min(max_new_tokens, max_len - T)
-        ids = generate(model, batch["input_ids"].to(device), n_new, attention_mask=batch["attention_mask"].to(device),
-                       temperature=0.0)
+        ids = generate(
+            model,
+            batch["input_ids"].to(device),
+            n_new,
+            attention_mask=batch["attention_mask"].to(device),
+            temperature=0.0,
+        )
         for row in ids[:, T:].tolist():
             if EOS_ID in row:
                 row = row[: row.index(EOS_ID)]
@@ -112,7 +126,9 @@ def answer(model: Transformer, tokenizer: Tokenizer, example: Instruction, max_n
     return answers(model, tokenizer, [example], max_new_tokens)[0]
 
 
-def exact_match(model: Transformer, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32) -> dict[str, float]:
+def exact_match(
+    model: Transformer, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32
+) -> dict[str, float]:
     """Fraction of examples answered exactly (after stripping spaces), overall ("all") and per instruction."""
     hits: dict[str, list[bool]] = {}
     for e, a in zip(examples, answers(model, tokenizer, examples, max_new_tokens)):

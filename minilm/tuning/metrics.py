@@ -16,7 +16,9 @@ from typing import Any
 def classification_report(predicted: list[int], gold: list[int], labels: list[str]) -> dict[str, Any]:
     """All metrics as a JSON-ready dict; confusion[i][j] counts gold label i predicted as j."""
     if len(predicted) != len(gold) or not gold:
-        raise ValueError(f"need as many predictions as gold labels (and at least one), got {len(predicted)} and {len(gold)}")
+        raise ValueError(
+            f"need as many predictions as gold labels (and at least one), got {len(predicted)} and {len(gold)}"
+        )
     C = len(labels)
     if any(not 0 <= i < C for i in (*predicted, *gold)):
         raise ValueError(f"class indices must lie in 0..{C - 1} for {C} labels ({', '.join(labels)})")
@@ -35,15 +37,23 @@ def classification_report(predicted: list[int], gold: list[int], labels: list[st
         if tp + fn or tp + fp:
             f1s.append(f1)
     accuracy = sum(confusion[c][c] for c in range(C)) / len(gold)
-    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s), "per_class": per_class,
-            "confusion": confusion, "labels": list(labels), "n": len(gold)}
+    return {
+        "accuracy": accuracy,
+        "macro_f1": sum(f1s) / len(f1s),
+        "per_class": per_class,
+        "confusion": confusion,
+        "labels": list(labels),
+        "n": len(gold),
+    }
 
 
 def format_report(report: dict[str, Any], what: str) -> str:
     """Accuracy, macro-F1, the per-class table and the confusion matrix, as aligned text."""
     labels, confusion = report["labels"], report["confusion"]
-    lines = [f"{what}: {report['n']:,} examples | accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}"
-             f" | loss {report['loss']:.4f}"]
+    lines = [
+        f"{what}: {report['n']:,} examples | accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}"
+        f" | loss {report['loss']:.4f}"
+    ]
     w = max(5, *(len(label) for label in labels))
     lines.append(f"{'label':<{w}}  precision  recall      f1  support")
     for label in labels:

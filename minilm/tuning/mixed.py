@@ -26,8 +26,10 @@ class TaskBank(nn.Module):
         super().__init__()
         for task, method in methods.items():
             if not method.mixable:
-                raise ValueError(f"task {task!r} uses {method.name!r}, which changes the base's weights; "
-                                 "only prompt, prompt-encoder and prefix methods can share a batch")
+                raise ValueError(
+                    f"task {task!r} uses {method.name!r}, which changes the base's weights; "
+                    "only prompt, prompt-encoder and prefix methods can share a batch"
+                )
         self.base = base
         self.methods = nn.ModuleDict(methods)
 
@@ -52,8 +54,8 @@ class TaskBank(nn.Module):
             rows_mask = torch.zeros(B, n, dtype=torch.bool, device=device)
             for b, p in enumerate(prompts):
                 if p is not None:
-                    rows[b, n - p.size(0):] = p
-                    rows_mask[b, n - p.size(0):] = True
+                    rows[b, n - p.size(0) :] = p
+                    rows_mask[b, n - p.size(0) :] = True
             embeds, mask = torch.cat([rows, embeds], dim=1), torch.cat([rows_mask, mask], dim=1)
         prefix, prefix_mask = None, None
         if m:
@@ -61,8 +63,8 @@ class TaskBank(nn.Module):
             prefix_mask = torch.zeros(B, m, dtype=torch.bool, device=device)
             for b, p in enumerate(prefixes):
                 if p is not None:
-                    stacked[b, :, :, m - p.size(2):] = p
-                    prefix_mask[b, m - p.size(2):] = True
+                    stacked[b, :, :, m - p.size(2) :] = p
+                    prefix_mask[b, m - p.size(2) :] = True
             prefix = split_layers(stacked, self.base.config.n_heads)
         return {"inputs_embeds": embeds, "attention_mask": mask, "prefix": prefix, "prefix_mask": prefix_mask}
 
@@ -75,4 +77,4 @@ class TaskBank(nn.Module):
         """LM logits of the token positions (B, T, V): each row as its own task's tuned model gives them."""
         inputs = self.inputs(input_ids, attention_mask, tasks)
         logits = self.base(**inputs)
-        return logits[:, logits.size(1) - input_ids.size(1):]
+        return logits[:, logits.size(1) - input_ids.size(1) :]

@@ -84,8 +84,16 @@ class VerbalizerReadout(nn.Module):
 
     kind = "verbalizer"
 
-    def __init__(self, template: str, before: list[int], after: list[int], tail: list[int], text_prefix: str,
-                 words: Sequence[Sequence[Sequence[int]]], length_normalized: bool = False) -> None:
+    def __init__(
+        self,
+        template: str,
+        before: list[int],
+        after: list[int],
+        tail: list[int],
+        text_prefix: str,
+        words: Sequence[Sequence[Sequence[int]]],
+        length_normalized: bool = False,
+    ) -> None:
         super().__init__()
         self.template, self.before, self.after, self.tail = template, list(before), list(after), list(tail)
         self.text_prefix, self.length_normalized = text_prefix, length_normalized
@@ -95,9 +103,15 @@ class VerbalizerReadout(nn.Module):
         self.n_classes = len(self.verbalizer.words)
 
     @classmethod
-    def from_template(cls, tokenizer: Tokenizer, template: str, label_words: Sequence[Sequence[str] | str],
-                      length_normalized: bool = False) -> VerbalizerReadout:
-        """template with one field {text} and an answer slot ([MASK], or the end); label_words: a word or a list per label."""
+    def from_template(
+        cls,
+        tokenizer: Tokenizer,
+        template: str,
+        label_words: Sequence[Sequence[str] | str],
+        length_normalized: bool = False,
+    ) -> VerbalizerReadout:
+        """template with one field {text} and an answer slot ([MASK], or the end); label_words: a word or a list per
+        label."""
         t = Template(template)
         if t.fields != ["text"]:
             raise ValueError(f"a tuning template has exactly one field, {{text}}; {template!r} has {t.fields}")
@@ -128,13 +142,22 @@ class VerbalizerReadout(nn.Module):
         """From tuned.json's readout (also the two layouts written before there was one verbalizer readout)."""
         if "label_token_ids" in r:
             return cls.from_ids(r["label_token_ids"])
-        return cls(r["template"], r["before"], r["after"], r["tail"], r["text_prefix"], r["words"], r["length_normalized"])
+        return cls(
+            r["template"], r["before"], r["after"], r["tail"], r["text_prefix"], r["words"], r["length_normalized"]
+        )
 
     def metadata(self) -> dict[str, Any]:
-        return {"kind": self.kind, "n_classes": self.n_classes, "template": self.template, "before": self.before,
-                "after": self.after, "tail": self.tail, "text_prefix": self.text_prefix,
-                "words": [[list(w) for w in group] for group in self.verbalizer.words],
-                "length_normalized": self.length_normalized}
+        return {
+            "kind": self.kind,
+            "n_classes": self.n_classes,
+            "template": self.template,
+            "before": self.before,
+            "after": self.after,
+            "tail": self.tail,
+            "text_prefix": self.text_prefix,
+            "words": [[list(w) for w in group] for group in self.verbalizer.words],
+            "length_normalized": self.length_normalized,
+        }
 
     def extra_tokens(self, causal: bool) -> int:
         longest = max(len(w) for group in self.verbalizer.words for w in group)
@@ -144,8 +167,10 @@ class VerbalizerReadout(nn.Module):
     def scores(self, model: Scored, ids: Tensor, mask: Tensor) -> Tensor:
         causal = model.base.config.causal
         if causal and self.tail:
-            raise ValueError(f"template {self.template!r} has text after its answer slot, which a causal model cannot see: "
-                             "end the template at the slot")
+            raise ValueError(
+                f"template {self.template!r} has text after its answer slot, which a causal model cannot see: "
+                "end the template at the slot"
+            )
         rows = [ids[b][mask[b].bool()].tolist() for b in range(ids.size(0))]
 
         def render(b: int, k: int) -> Rendered:
@@ -155,8 +180,16 @@ class VerbalizerReadout(nn.Module):
             return Rendered([CLS_ID, *body, *[MASK_ID] * k, *self.tail, SEP_ID], 1 + len(body))
 
         n_words = sum(len(group) for group in self.verbalizer.words)
-        return verbalizer_scores(tuned_logits(model), render, ids.size(0), self.verbalizer, causal, self.length_normalized,
-                                 batch_size=ids.size(0) * n_words, grad=torch.is_grad_enabled()).to(ids.device)
+        return verbalizer_scores(
+            tuned_logits(model),
+            render,
+            ids.size(0),
+            self.verbalizer,
+            causal,
+            self.length_normalized,
+            batch_size=ids.size(0) * n_words,
+            grad=torch.is_grad_enabled(),
+        ).to(ids.device)
 
 
 def tuned_logits(model: Scored) -> LogitsAt:
@@ -180,31 +213,52 @@ def readout_from_metadata(r: dict[str, Any], d_model: int) -> Readout:
     return VerbalizerReadout.from_metadata(r)
 
 
-def build_readout(task: Task, tokenizer: Tokenizer, d_model: int, readout: str | None = None,
-                  label_words: Sequence[str] | None = None, template: str | None = None, seed: int = 0) -> tuple[Readout, list[str] | None]:
+def build_readout(
+    task: Task,
+    tokenizer: Tokenizer,
+    d_model: int,
+    readout: str | None = None,
+    label_words: Sequence[str] | None = None,
+    template: str | None = None,
+    seed: int = 0,
+) -> tuple[Readout, list[str] | None]:
     """(readout, label words or None): the verbalizer when words are known (given, or the task.json's), else a head."""
-    words = list(label_words) if label_words else ([task.label_words[label] for label in task.labels] if task.label_words else None)
+    words = (
+        list(label_words)
+        if label_words
+        else ([task.label_words[label] for label in task.labels] if task.label_words else None)
+    )
     kind = readout or ("verbalizer" if words else "head")
     if kind not in READOUTS:
         raise ValueError(f"--readout must be one of {', '.join(READOUTS)}, got {kind!r}")
     if kind == "head":
         if template:
-            raise ValueError("--template is read out by the label words (a verbalizer); drop --readout head, or drop --template")
+            raise ValueError(
+                "--template is read out by the label words (a verbalizer); drop --readout head, or drop --template"
+            )
         if label_words:
             raise ValueError("--label-words is for --readout verbalizer; drop it to read the classes out with a head")
         return ClassificationHead(d_model, len(task.labels), seed=seed), None
     if not words:
-        raise ValueError(f"--readout verbalizer needs a word per label: give --label-words \" bad, good\" (in the order of the "
-                         f"labels {', '.join(task.labels)}) or label_words in the task's task.json")
+        raise ValueError(
+            f'--readout verbalizer needs a word per label: give --label-words " bad, good" (in the order of the '
+            f"labels {', '.join(task.labels)}) or label_words in the task's task.json"
+        )
     if len(words) != len(task.labels):
-        raise ValueError(f"{len(words)} label words ({', '.join(map(repr, words))}) for {len(task.labels)} labels "
-                         f"({', '.join(task.labels)}): give one word per label, in that order")
+        raise ValueError(
+            f"{len(words)} label words ({', '.join(map(repr, words))}) for {len(task.labels)} labels "
+            f"({', '.join(task.labels)}): give one word per label, in that order"
+        )
     ids = [tokenizer.encode(w) for w in words]
     if len({tuple(i) for i in ids}) < len(ids):
-        raise ValueError(f"two label words ({', '.join(map(repr, words))}) are the same tokens: the verbalizer could not "
-                         "tell the labels apart")
+        raise ValueError(
+            f"two label words ({', '.join(map(repr, words))}) are the same tokens: the verbalizer could not "
+            "tell the labels apart"
+        )
     if len({w.startswith(" ") for w in words}) > 1:
-        warnings.warn(f"some label words start with a space and some do not ({', '.join(map(repr, words))}); "
-                      'words are taken literally, and one that follows the text usually starts with a space: " bad, good"',
-                      stacklevel=2)
+        warnings.warn(
+            f"some label words start with a space and some do not ({', '.join(map(repr, words))}); "
+            'words are taken literally, and one that follows the text usually starts with a space: " bad, good"',
+            stacklevel=2,
+        )
     return VerbalizerReadout.from_template(tokenizer, template or PLAIN, [[w] for w in words]), words

@@ -51,15 +51,18 @@ class MethodSpec:
         return self.title.format(**dataclasses.asdict(settings or self.settings()))
 
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("prompt", SoftPrompt, PromptSettings, 3e-2, "prompt tuning"),
-    MethodSpec("prompt-encoder", PromptEncoder, PromptEncoderSettings, 3e-4, "prompt encoder"),
-    MethodSpec("prefix", PrefixTuning, PrefixSettings, 3e-3, "prefix tuning"),
-    MethodSpec("freeze", LayerFreezing, FreezeSettings, 1e-4, "{recipe}-k freezing (k={k})"),
-    MethodSpec("bitfit", BitFit, NoSettings, 1e-3, "BitFit"),
-    MethodSpec("lora", LoRA, LoRASettings, 3e-3, "LoRA (r={rank})"),
-    MethodSpec("full", FullFineTuning, NoSettings, 1e-4, "full fine-tuning"),
-)}
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("prompt", SoftPrompt, PromptSettings, 3e-2, "prompt tuning"),
+        MethodSpec("prompt-encoder", PromptEncoder, PromptEncoderSettings, 3e-4, "prompt encoder"),
+        MethodSpec("prefix", PrefixTuning, PrefixSettings, 3e-3, "prefix tuning"),
+        MethodSpec("freeze", LayerFreezing, FreezeSettings, 1e-4, "{recipe}-k freezing (k={k})"),
+        MethodSpec("bitfit", BitFit, NoSettings, 1e-3, "BitFit"),
+        MethodSpec("lora", LoRA, LoRASettings, 3e-3, "LoRA (r={rank})"),
+        MethodSpec("full", FullFineTuning, NoSettings, 1e-4, "full fine-tuning"),
+    )
+}
 DEFAULT_LR = {name: spec.lr for name, spec in METHODS.items()}
 
 
@@ -84,13 +87,21 @@ def settings_from(spec: MethodSpec, values: dict[str, Any]) -> Any:
     defaults. A settings class with FLAGS (layer freezing) is set by one flag per recipe, whose value is k."""
     flags = getattr(spec.settings, "FLAGS", None)
     if flags:
-        given = [(recipe, values[key]) for recipe, (flag, _) in flags.items()
-                 if values.get(key := flag.removeprefix("--").replace("-", "_")) is not None]
+        given = [
+            (recipe, values[key])
+            for recipe, (flag, _) in flags.items()
+            if values.get(key := flag.removeprefix("--").replace("-", "_")) is not None
+        ]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(flags[r][0] for r, _ in given)} are two recipes: give one of them")
         return spec.settings(recipe=given[0][0], k=given[0][1]) if given else spec.settings()
-    return spec.settings(**{f.name: values[setting_key(f)] for f in dataclasses.fields(spec.settings)
-                            if values.get(setting_key(f)) is not None})
+    return spec.settings(
+        **{
+            f.name: values[setting_key(f)]
+            for f in dataclasses.fields(spec.settings)
+            if values.get(setting_key(f)) is not None
+        }
+    )
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -99,12 +110,17 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def build_method(name: str, base: Transformer, tokenizer: Tokenizer | None = None, seed: int = 0, **settings: Any) -> TuningMethod:
+def build_method(
+    name: str, base: Transformer, tokenizer: Tokenizer | None = None, seed: int = 0, **settings: Any
+) -> TuningMethod:
     """The method `name` for `base`: settings not given take their defaults (as stored in tuned.json, with its seed)."""
     spec = method_spec(name)
     known = {f.name for f in dataclasses.fields(spec.settings)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"{', '.join(unknown)} is not a setting of method {name!r} (its settings: {', '.join(sorted(known)) or 'none'})")
+        raise ValueError(
+            f"{', '.join(unknown)} is not a setting of method {name!r} "
+            f"(its settings: {', '.join(sorted(known)) or 'none'})"
+        )
     values = dataclasses.asdict(spec.settings(**settings))
     return spec.method.for_base(base, **values, seed=seed, tokenizer=tokenizer)

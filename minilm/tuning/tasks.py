@@ -20,7 +20,6 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from minilm.files import read_jsonl, read_utf8_lines
 
@@ -46,7 +45,9 @@ class Task:
     def split(self, name: str) -> list[Example]:
         if name not in self.splits:
             have = ", ".join(self.splits)
-            raise ValueError(f"task {self.name!r} has no {name} split (it has {have}): add {name}.tsv or {name}.jsonl to its folder")
+            raise ValueError(
+                f"task {self.name!r} has no {name} split (it has {have}): add {name}.tsv or {name}.jsonl to its folder"
+            )
         return self.splits[name]
 
     def balance(self, split: str) -> dict[str, int]:
@@ -70,7 +71,10 @@ def _read_rows(path: Path) -> list[tuple[int, str, str]]:
     lines = read_utf8_lines(path)
     header = next(lines, "").rstrip("\r\n").split("\t")
     if "label" not in header or not any(f in header for f in TEXT_FIELDS):
-        raise ValueError(f"{path}: the first line must be a header naming a 'label' column and a 'sentence' or 'text' column, got {header}")
+        raise ValueError(
+            f"{path}: the first line must be a header naming a 'label' column and a 'sentence' or 'text' column, "
+            f"got {header}"
+        )
     text_col = header.index(next(f for f in TEXT_FIELDS if f in header))
     label_col = header.index("label")
     for lineno, line in enumerate(lines, start=2):
@@ -103,12 +107,19 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{folder / 'task.json'} is not valid JSON ({e})") from None
         if not isinstance(spec, dict):
-            raise ValueError(f"{folder / 'task.json'} must be a JSON object with labels, label_words and/or description")
+            raise ValueError(
+                f"{folder / 'task.json'} must be a JSON object with labels, label_words and/or description"
+            )
         unknown = sorted(set(spec) - {"labels", "label_words", "description"})
         if unknown:
-            raise ValueError(f"{folder / 'task.json'}: unknown key(s) {', '.join(unknown)}; valid keys are labels, label_words, description")
+            raise ValueError(
+                f"{folder / 'task.json'}: unknown key(s) {', '.join(unknown)}; "
+                "valid keys are labels, label_words, description"
+            )
         if "labels" in spec and not isinstance(spec["labels"], list):
-            raise ValueError(f"{folder / 'task.json'}: 'labels' must be a list of label strings, got {spec['labels']!r}")
+            raise ValueError(
+                f"{folder / 'task.json'}: 'labels' must be a list of label strings, got {spec['labels']!r}"
+            )
         if not isinstance(spec.get("label_words", {}), dict):
             raise ValueError(f"{folder / 'task.json'}: 'label_words' must be an object mapping each label to its word")
     files = {split: _split_file(folder, split) for split in SPLITS}
@@ -127,15 +138,19 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
         labels = sorted({label for _, _, label in raw["train"]})
         source = f"seen in {files['train'].name}"
     if len(labels) < 2:
-        raise ValueError(f"task {folder} has {len(labels)} label(s) ({', '.join(labels)}): a classification task needs at least 2")
+        raise ValueError(
+            f"task {folder} has {len(labels)} label(s) ({', '.join(labels)}): a classification task needs at least 2"
+        )
     index = {label: i for i, label in enumerate(labels)}
     splits: dict[str, list[Example]] = {}
     for split, rows in raw.items():
         examples = []
         for lineno, text, label in rows:
             if label not in index:
-                raise ValueError(f"{files[split]} line {lineno}: label {label!r} is not one of the task's labels "
-                                 f"({', '.join(labels)}) {source}; fix the label or the label list")
+                raise ValueError(
+                    f"{files[split]} line {lineno}: label {label!r} is not one of the task's labels "
+                    f"({', '.join(labels)}) {source}; fix the label or the label list"
+                )
             if not text.strip():
                 raise ValueError(f"{files[split]} line {lineno}: the text is empty")
             examples.append(Example(text, index[label]))

@@ -46,8 +46,9 @@ class TuneConfig(LoopConfig):
     warmup_steps: int = override(LoopConfig, "warmup_steps", 10)
     eval_every: int = override(LoopConfig, "eval_every", 50)
     log_every: int = override(LoopConfig, "log_every", 10)
-    patience: int = override(LoopConfig, "patience", 4, help="stop after this many evaluations without a better dev "
-                                                          "macro-F1; 0 = never")
+    patience: int = override(
+        LoopConfig, "patience", 4, help="stop after this many evaluations without a better dev macro-F1; 0 = never"
+    )
     seed: int = override(LoopConfig, "seed", 0, help="seed of the new parameters and the data order")
 
     def for_method(self, method: str) -> TuneConfig:
@@ -63,7 +64,7 @@ def predict(model: TunedModel, tokenizer: Tokenizer, texts: list[str], batch_siz
     try:
         out = []
         for i in range(0, len(texts), batch_size):
-            batch = model.encode(tokenizer, texts[i: i + batch_size])
+            batch = model.encode(tokenizer, texts[i : i + batch_size])
             out.append(torch.softmax(model(batch["input_ids"], batch["attention_mask"]).float(), dim=-1).cpu())
         return torch.cat(out)
     finally:
@@ -86,9 +87,17 @@ class TuneTrainer(Loop):
     metric = "macro_f1"
     higher_is_better = True
 
-    def __init__(self, model: TunedModel, tokenizer: Tokenizer, task: Task, config: TuneConfig,
-                 out_dir: str | os.PathLike[str], resume: bool = False, log: Callable[[str], None] = print,
-                 extra_metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: TunedModel,
+        tokenizer: Tokenizer,
+        task: Task,
+        config: TuneConfig,
+        out_dir: str | os.PathLike[str],
+        resume: bool = False,
+        log: Callable[[str], None] = print,
+        extra_metadata: dict[str, Any] | None = None,
+    ) -> None:
         config = config.for_method(model.method.name)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(model, config, out_dir, log)
@@ -108,7 +117,7 @@ class TuneTrainer(Loop):
         while len(batch) < self.config.batch_size:
             if self.position == len(self.order):
                 self.order, self.position = torch.randperm(len(self.train_examples), generator=self.generator), 0
-            take = self.order[self.position: self.position + self.config.batch_size - len(batch)]
+            take = self.order[self.position : self.position + self.config.batch_size - len(batch)]
             batch += [self.train_examples[i] for i in take.tolist()]
             self.position += len(take)
         return batch
@@ -128,7 +137,9 @@ class TuneTrainer(Loop):
             return evaluate(self.model, self.tokenizer, self.dev_examples, self.config.eval_batch_size)
 
     def describe(self, metrics: dict[str, Any]) -> str:
-        return f"dev loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.4f} | macro-F1 {metrics['macro_f1']:.4f}"
+        return (
+            f"dev loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.4f} | macro-F1 {metrics['macro_f1']:.4f}"
+        )
 
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: metrics[k] for k in SUMMARY}
@@ -140,19 +151,28 @@ class TuneTrainer(Loop):
         self.model.save(self.out_dir / LAST_DIR, {**self.extra, "step": self.step})
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"trainable": {n: p.detach().cpu() for n, p in self.model.trainable().items()},
-                "generator": self.generator.get_state(), "order": self.order, "position": self.position}
+        return {
+            "trainable": {n: p.detach().cpu() for n, p in self.model.trainable().items()},
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         trainable = self.model.trainable()
         if set(state["trainable"]) != set(trainable):
-            raise ValueError(f"the tuning run in {self.out_dir} trained other parameters (another method or settings); "
-                             "resume it with the same flags, or start a new run in another --out")
+            raise ValueError(
+                f"the tuning run in {self.out_dir} trained other parameters (another method or settings); "
+                "resume it with the same flags, or start a new run in another --out"
+            )
         with torch.no_grad():
             for name, p in trainable.items():
                 if state["trainable"][name].shape != p.shape:
-                    raise ValueError(f"the tuning run in {self.out_dir} has {name} of shape {tuple(state['trainable'][name].shape)}, "
-                                     f"this setup {tuple(p.shape)}: resume with the same flags")
+                    raise ValueError(
+                        f"the tuning run in {self.out_dir} has {name} of shape "
+                        f"{tuple(state['trainable'][name].shape)}, this setup {tuple(p.shape)}: "
+                        "resume with the same flags"
+                    )
                 p.copy_(state["trainable"][name])
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]

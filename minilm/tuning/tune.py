@@ -45,20 +45,38 @@ def parse_label_words(text: str) -> tuple[str, ...]:
 class TuneTarget:
     """What to tune, with what readout, and where it goes."""
 
-    base: str | None = setting(None, "a run directory written by pretrain (required unless --resume)", type=str,
-                               metavar="RUN_DIR")
+    base: str | None = setting(
+        None, "a run directory written by pretrain (required unless --resume)", type=str, metavar="RUN_DIR"
+    )
     weights: str = setting("best", "which weights of the base", choices=("best", "last"))
     method: str | None = setting(None, "tuning method (required unless --resume)", type=str, choices=tuple(METHODS))
     task: str | None = setting(None, "task folder (required unless --resume)", type=str, metavar="TASK_DIR")
-    out: str | None = setting(None, "where the tuned model goes (default: runs/tune-<task>-<method>)", type=str, metavar="DIR")
-    readout: str | None = setting(None, "classification head, or the LM scoring a label word (default: verbalizer when "
-                                  "label words are known, else head)", type=str, choices=READOUTS)
-    template: str | None = setting(None, "prompt-based fine-tuning: the verbalizer scores the label words at the answer "
-                                   'slot of this template, e.g. "{text} All in all, it was" (causal: the answer follows '
-                                   'the end) or "{text} It was [MASK]." (masked)', type=str, metavar="TEXT")
-    label_words: tuple[str, ...] | None = setting(None, 'verbalizer words in label order, comma-separated and taken '
-                                                  'literally, e.g. " bad, good" (default: task.json\'s label_words)',
-                                                  type=tuple, parse=parse_label_words, metavar="WORDS")
+    out: str | None = setting(
+        None, "where the tuned model goes (default: runs/tune-<task>-<method>)", type=str, metavar="DIR"
+    )
+    readout: str | None = setting(
+        None,
+        "classification head, or the LM scoring a label word (default: verbalizer when "
+        "label words are known, else head)",
+        type=str,
+        choices=READOUTS,
+    )
+    template: str | None = setting(
+        None,
+        "prompt-based fine-tuning: the verbalizer scores the label words at the answer "
+        'slot of this template, e.g. "{text} All in all, it was" (causal: the answer follows '
+        'the end) or "{text} It was [MASK]." (masked)',
+        type=str,
+        metavar="TEXT",
+    )
+    label_words: tuple[str, ...] | None = setting(
+        None,
+        "verbalizer words in label order, comma-separated and taken "
+        'literally, e.g. " bad, good" (default: task.json\'s label_words)',
+        type=tuple,
+        parse=parse_label_words,
+        metavar="WORDS",
+    )
 
 
 TARGET_SETTINGS = tuple(f.name for f in dataclasses.fields(TuneTarget))
@@ -96,7 +114,9 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
     if resume:
         args_path = out / "tune_args.json"
         if not args_path.is_file():
-            raise ValueError(f"--resume: {out} holds no tune to continue (no tune_args.json); start one without --resume")
+            raise ValueError(
+                f"--resume: {out} holds no tune to continue (no tune_args.json); start one without --resume"
+            )
         saved = json.loads(args_path.read_text(encoding="utf-8"))
     method = given.get("method") or saved.get("method")
     spec = method_spec(method)
@@ -106,8 +126,10 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
             raise ValueError(f"{flag(key)} does not apply to --method {method}: it is a setting of {users}")
     for key in FIXED_FOR_A_TUNE if resume else ():
         if key in given and given[key] != saved.get(key):
-            raise ValueError(f"--resume: the tune in {out} was run with {key}={saved.get(key)!r}, not {given[key]!r}; "
-                             f"drop {flag(key)} to continue it, or start a new tune with another --out")
+            raise ValueError(
+                f"--resume: the tune in {out} was run with {key}={saved.get(key)!r}, not {given[key]!r}; "
+                f"drop {flag(key)} to continue it, or start a new tune with another --out"
+            )
     s = {**dataclasses.asdict(TuneTarget()), **TuneConfig().to_dict()}
     s.update({k: v for k, v in saved.items() if k in s or k in setting_keys(spec)})
     s.update(given)
@@ -122,8 +144,10 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
 def method_settings_keys(spec: MethodSpec, settings: Any) -> dict[str, Any]:
     """The settings as flat keys (what tune_args.json stores)."""
     if isinstance(settings, FreezeSettings):
-        return {key: (settings.k if recipe == settings.recipe else None)
-                for (recipe, _), key in zip(FreezeSettings.FLAGS.items(), setting_keys(spec))}
+        return {
+            key: (settings.k if recipe == settings.recipe else None)
+            for (recipe, _), key in zip(FreezeSettings.FLAGS.items(), setting_keys(spec))
+        }
     return {key: getattr(settings, f.name) for f, key in zip(dataclasses.fields(settings), setting_keys(spec))}
 
 
@@ -132,16 +156,28 @@ def check_fits(spec: MethodSpec, settings: Any, config: ModelConfig, readout: Re
     n = getattr(settings, "prompt_len", 0) if spec.name in ("prompt", "prompt-encoder") else 0
     extra = readout.extra_tokens(config.causal)
     if config.max_len - n - extra < 1:
-        taken = ", ".join(([f"the soft prompt takes {n}"] if n else []) + ([f"the {readout.kind} {extra} more"] if extra else []))
-        fix = f"use --prompt-len {config.max_len - extra - 1} or less" if n and config.max_len - extra > 1 else "use shorter label words"
-        raise ValueError(f"{'--prompt-len ' + str(n) if n else 'the readout'} leaves no room for text: the base's context "
-                         f"(max_len) is {config.max_len} tokens, {taken}; {fix}")
+        taken = ", ".join(
+            ([f"the soft prompt takes {n}"] if n else []) + ([f"the {readout.kind} {extra} more"] if extra else [])
+        )
+        fix = (
+            f"use --prompt-len {config.max_len - extra - 1} or less"
+            if n and config.max_len - extra > 1
+            else "use shorter label words"
+        )
+        raise ValueError(
+            f"{'--prompt-len ' + str(n) if n else 'the readout'} leaves no room for text: the base's context "
+            f"(max_len) is {config.max_len} tokens, {taken}; {fix}"
+        )
     if isinstance(settings, FreezeSettings) and settings.k > config.n_layers:
-        raise ValueError(f"{FreezeSettings.FLAGS[settings.recipe][0]} {settings.k}: the base has {config.n_layers} layer(s); "
-                         f"choose 0..{config.n_layers}")
+        raise ValueError(
+            f"{FreezeSettings.FLAGS[settings.recipe][0]} {settings.k}: the base has {config.n_layers} layer(s); "
+            f"choose 0..{config.n_layers}"
+        )
     if spec.name == "lora" and settings.rank > config.d_model:
-        raise ValueError(f"--lora-rank {settings.rank} is larger than the base's width d_model={config.d_model}: "
-                         f"choose 1..{config.d_model}")
+        raise ValueError(
+            f"--lora-rank {settings.rank} is larger than the base's width d_model={config.d_model}: "
+            f"choose 1..{config.d_model}"
+        )
 
 
 def percent(part: int, whole: int) -> str:
@@ -154,23 +190,35 @@ def describe_split(task: Task, split: str) -> str:
     return f"{split} {sum(balance.values()):,} (" + ", ".join(f"{label}: {n:,}" for label, n in balance.items()) + ")"
 
 
-def tune(given: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+def tune(
+    given: dict[str, Any], *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Tune as `train.py tune` does; `given` holds the settings named on the command line. Returns the loop's summary
     with the best dev report ("dev") and the output folder ("out")."""
     s, out = tune_settings(given, resume)
     spec = method_spec(s["method"])
     settings = settings_from(spec, s)
     base_dir = Path(s["base"])
-    check_output(out, TUNE, resume=resume, overwrite=overwrite, reads=[("--base", base_dir), ("--task", s["task"])],
-                 known=[PRETRAIN, INSTRUCT])
+    check_output(
+        out,
+        TUNE,
+        resume=resume,
+        overwrite=overwrite,
+        reads=[("--base", base_dir), ("--task", s["task"])],
+        known=[PRETRAIN, INSTRUCT],
+    )
     if resume and not (out / "train_state.pt").is_file():
-        raise ValueError(f"--resume: {out} holds no checkpoint yet (train_state.pt is written at the first dev evaluation); "
-                         "start again without --resume")
+        raise ValueError(
+            f"--resume: {out} holds no checkpoint yet (train_state.pt is written at the first dev evaluation); "
+            "start again without --resume"
+        )
     device = resolve_device(s["device"])
     config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device})
     task = load_task(s["task"])
-    train_split, dev_split = task.split("train"), task.split("dev")  # a missing dev split is an error now, not after setup
+    train_split, dev_split = (
+        task.split("train"),
+        task.split("dev"),
+    )  # a missing dev split is an error now, not after setup
     base, tokenizer, _ = load_run(str(base_dir), s["weights"], device)
     c = base.config
     readout, words = build_readout(task, tokenizer, c.d_model, s["readout"], s["label_words"], s["template"], s["seed"])
@@ -180,30 +228,50 @@ def tune(given: dict[str, Any], *, resume: bool = False, overwrite: bool = False
     model = TunedModel(base, method, readout, task.labels)
     if resume and (out / LAST_DIR / META_FILE).is_file():
         if read_metadata(out / LAST_DIR).get("base_weights_sha256") != model.base_sha256:
-            raise ValueError(f"--resume: the tune in {out} started from other weights than {base_dir}'s {s['weights']} "
-                             "weights now (was the base trained further?); start a new tune with another --out")
+            raise ValueError(
+                f"--resume: the tune in {out} started from other weights than {base_dir}'s {s['weights']} "
+                "weights now (was the base trained further?); start a new tune with another --out"
+            )
 
     counts = model.counts()
-    log(f"base: {base_dir} ({s['weights']} weights), {'causal' if c.causal else 'masked'} LM with {counts['base']:,} parameters "
-        f"({c.n_layers} layers x {c.d_model} wide, context {c.max_len}) on {device}")
+    log(
+        f"base: {base_dir} ({s['weights']} weights), {'causal' if c.causal else 'masked'} LM with "
+        f"{counts['base']:,} parameters ({c.n_layers} layers x {c.d_model} wide, context {c.max_len}) on {device}"
+    )
     test_note = f" | test {len(task.splits['test']):,}, not evaluated while tuning" if "test" in task.splits else ""
-    log(f"task {task.name}: labels {', '.join(task.labels)} | {describe_split(task, 'train')} | {describe_split(task, 'dev')}{test_note}")
+    log(
+        f"task {task.name}: labels {', '.join(task.labels)} | {describe_split(task, 'train')} | "
+        f"{describe_split(task, 'dev')}{test_note}"
+    )
     if words:
-        log("readout: verbalizer, the LM scores " + ", ".join(f"{label} -> {w!r}" for label, w in zip(task.labels, words)))
+        log(
+            "readout: verbalizer, the LM scores "
+            + ", ".join(f"{label} -> {w!r}" for label, w in zip(task.labels, words))
+        )
     else:
-        log(f"readout: classification head on the {'last real token' if c.causal else '[CLS] position'} "
-            f"({counts['readout']:,} parameters)")
+        log(
+            f"readout: classification head on the {'last real token' if c.causal else '[CLS] position'} "
+            f"({counts['readout']:,} parameters)"
+        )
     hp = ", ".join(f"{k}={v}" for k, v in method.hyperparameters().items())
-    log(f"method {spec.name}{f' ({hp})' if hp else ''}: trainable: {counts['trainable']:,} parameters "
-        f"({percent(counts['trainable'], counts['base'])} of the base's {counts['base']:,}); saved for inference: {counts['tuned']:,}")
+    log(
+        f"method {spec.name}{f' ({hp})' if hp else ''}: trainable: {counts['trainable']:,} parameters "
+        f"({percent(counts['trainable'], counts['base'])} of the base's {counts['base']:,}); "
+        f"saved for inference: {counts['tuned']:,}"
+    )
     room = model.max_text_tokens()
     texts = [e.text for e in train_split + dev_split]
     cut = sum(len(e.ids) > room for e in tokenizer.backend.encode_batch(texts, add_special_tokens=False))
     if cut:
-        log(f"note: {cut:,} of the {len(texts):,} train and dev texts are longer than the {room} text tokens that fit "
-            f"in the base's context of {c.max_len}; their ends are cut")
-    log(f"training: {resolve_precision(s['precision'], device)}, lr {s['lr']:g}, {s['max_steps']} steps of {s['batch_size']} examples, dev evaluation every "
-        f"{s['eval_every']} steps (patience {s['patience'] or 'off'}); out {out}")
+        log(
+            f"note: {cut:,} of the {len(texts):,} train and dev texts are longer than the {room} text tokens that fit "
+            f"in the base's context of {c.max_len}; their ends are cut"
+        )
+    log(
+        f"training: {resolve_precision(s['precision'], device)}, lr {s['lr']:g}, {s['max_steps']} steps of "
+        f"{s['batch_size']} examples, dev evaluation every {s['eval_every']} steps "
+        f"(patience {s['patience'] or 'off'}); out {out}"
+    )
 
     claim_output(out, TUNE, fresh=not resume)  # only now that every input is known to be good
     saved = {**{k: v for k, v in s.items() if k != "device"}, "out": str(out.resolve())}
@@ -214,12 +282,18 @@ def tune(given: dict[str, Any], *, resume: bool = False, overwrite: bool = False
     meta = read_metadata(out)
     dev = meta["dev"]
     early = " (stopped early: dev macro-F1 stopped improving)" if summary.get("stopped_early") else ""
-    log(f"done at step {summary['step']}{early}; best on dev at step {meta['step']}: accuracy {dev['accuracy']:.4f}, "
-        f"macro-F1 {dev['macro_f1']:.4f} ({dev['n']:,} examples)")
-    log(f"saved in {out}/ (tuned.json, tuned.safetensors: {counts['tuned']:,} numbers on top of the base; "
-        f"the latest state in {out / LAST_DIR}/)")
+    log(
+        f"done at step {summary['step']}{early}; best on dev at step {meta['step']}: accuracy {dev['accuracy']:.4f}, "
+        f"macro-F1 {dev['macro_f1']:.4f} ({dev['n']:,} examples)"
+    )
+    log(
+        f"saved in {out}/ (tuned.json, tuned.safetensors: {counts['tuned']:,} numbers on top of the base; "
+        f"the latest state in {out / LAST_DIR}/)"
+    )
     log(f'classify a text: python train.py classify --from {out} --text "..."')
     if "test" in task.splits:
-        log(f"the test split was not evaluated; once the settings are chosen on dev: "
-            f"python train.py classify --from {out} --task {s['task']} --split test")
+        log(
+            f"the test split was not evaluated; once the settings are chosen on dev: "
+            f"python train.py classify --from {out} --task {s['task']} --split test"
+        )
     return {**summary, "dev": dev, "out": str(out)}

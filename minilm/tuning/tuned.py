@@ -30,16 +30,37 @@ from minilm.files import atomic_write, load_tensors, read_json, save_tensors
 from minilm.model import Transformer, complete, generate
 from minilm.outputs import OutputKind
 from minilm.tokenizer import Tokenizer
-from minilm.training.run import load_run
 from minilm.training.loop import METRICS_FILE, STATE_FILE
+from minilm.training.run import load_run
 from minilm.tuning.methods.base import TuningMethod, count, trainable_parameters
 from minilm.tuning.readouts import Readout, readout_from_metadata
 from minilm.tuning.registry import build_method
 
 FORMAT = 1
-TUNED_FILE, REPARAM_FILE, META_FILE, ARGS_FILE, LAST_DIR = "tuned.safetensors", "reparam.safetensors", "tuned.json", "tune_args.json", "last"
-TUNE = OutputKind("tune", "a tuned model", (META_FILE, TUNED_FILE, REPARAM_FILE, STATE_FILE, METRICS_FILE, ARGS_FILE,
-                                            "eval-dev.json", "eval-test.json", f"{LAST_DIR}/", "loss.png"), legacy=(ARGS_FILE,))
+TUNED_FILE, REPARAM_FILE, META_FILE, ARGS_FILE, LAST_DIR = (
+    "tuned.safetensors",
+    "reparam.safetensors",
+    "tuned.json",
+    "tune_args.json",
+    "last",
+)
+TUNE = OutputKind(
+    "tune",
+    "a tuned model",
+    (
+        META_FILE,
+        TUNED_FILE,
+        REPARAM_FILE,
+        STATE_FILE,
+        METRICS_FILE,
+        ARGS_FILE,
+        "eval-dev.json",
+        "eval-test.json",
+        f"{LAST_DIR}/",
+        "loss.png",
+    ),
+    legacy=(ARGS_FILE,),
+)
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -55,8 +76,14 @@ def weights_sha256(model: nn.Module) -> str:
 class TunedModel(nn.Module):
     """base + method + readout. `method.setup(base)` decides what trains; the readout's parameters always train."""
 
-    def __init__(self, base: Transformer, method: TuningMethod, readout: Readout, labels: list[str] | None = None,
-                 base_sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        base: Transformer,
+        method: TuningMethod,
+        readout: Readout,
+        labels: list[str] | None = None,
+        base_sha256: str | None = None,
+    ) -> None:
         super().__init__()
         self.base_sha256 = base_sha256 or weights_sha256(base)
         self.base, self.method, self.readout = base, method, readout
@@ -84,7 +111,8 @@ class TunedModel(nn.Module):
         return self.readout.scores(self, input_ids, attention_mask)
 
     def generation_inputs(self) -> dict[str, Any]:
-        """What `generate` takes from the method: its soft prompt and per-layer prefixes (first step, then the cache)."""
+        """What `generate` takes from the method: its soft prompt and per-layer prefixes (first step, then the
+        cache)."""
         layer_prefix = self.method.layer_prefix(1)
         prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
         P = self.method.soft_prompt()
@@ -108,8 +136,13 @@ class TunedModel(nn.Module):
         """Text ids with right padding, each text cut to `max_text_tokens` (the readout's tokens are never cut)."""
         limit = self.max_text_tokens()
         if limit < 1:
-            raise ValueError(f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}; use a shorter prompt")
-        prefix = getattr(self.readout, "text_prefix", "")  # a template's space before {text} belongs to the text's first token
+            raise ValueError(
+                f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}; "
+                "use a shorter prompt"
+            )
+        prefix = getattr(
+            self.readout, "text_prefix", ""
+        )  # a template's space before {text} belongs to the text's first token
         batch = tokenizer.encode_batch([prefix + t.strip() for t in texts] if prefix else texts, max_length=limit)
         device = self.base.tok_emb.weight.device
         return {k: v.to(device) for k, v in batch.items()}
@@ -119,25 +152,40 @@ class TunedModel(nn.Module):
         return trainable_parameters(self)
 
     def counts(self) -> dict[str, int]:
-        """base: the base's parameters; trainable: what trains now; tuned: numbers saved for inference; readout: the head's."""
-        return {"base": self.base_parameters, "trainable": count(self.trainable()), "tuned": count(self.tuned_state()),
-                "readout": count(list(self.readout.parameters()))}
+        """base: the base's parameters; trainable: what trains now; tuned: numbers saved for inference; readout: the
+        head's."""
+        return {
+            "base": self.base_parameters,
+            "trainable": count(self.trainable()),
+            "tuned": count(self.tuned_state()),
+            "readout": count(list(self.readout.parameters())),
+        }
 
     @property
     def base_parameters(self) -> int:
         """Parameters of the base architecture (LoRA's adapters excluded)."""
-        return self.base.num_parameters() - sum(p.numel() for n, p in self.base.named_parameters() if n.endswith((".A", ".B")))
+        return self.base.num_parameters() - sum(
+            p.numel() for n, p in self.base.named_parameters() if n.endswith((".A", ".B"))
+        )
 
     def tuned_state(self) -> dict[str, Tensor]:
-        """Inference tensors by name: trainable tensors, with a reparameterised method's output in place of its network."""
+        """Inference tensors by name: trainable tensors, with a reparameterised method's output in place of its
+        network."""
         state = {name: p.detach().clone() for name, p in self.trainable().items() if not name.startswith("method.")}
         state.update({f"method.{name}": t for name, t in self.method.folded_state().items()})
         return state
 
     def metadata(self) -> dict[str, Any]:
-        return {"format": FORMAT, "method": self.method.name, "hyperparameters": self.method.hyperparameters(),
-                "readout": self.readout.metadata(), "labels": self.labels, "base_weights_sha256": self.base_sha256,
-                "base_config": self.base.config.to_dict(), "counts": self.counts()}
+        return {
+            "format": FORMAT,
+            "method": self.method.name,
+            "hyperparameters": self.method.hyperparameters(),
+            "readout": self.readout.metadata(),
+            "labels": self.labels,
+            "base_weights_sha256": self.base_sha256,
+            "base_config": self.base.config.to_dict(),
+            "counts": self.counts(),
+        }
 
     def save(self, folder: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
         """Write tuned.safetensors (+ reparam.safetensors) and tuned.json into `folder`, each atomically."""
@@ -161,10 +209,15 @@ class TunedModel(nn.Module):
         meta = read_metadata(folder)
         actual = weights_sha256(base)
         if actual != meta["base_weights_sha256"]:
-            raise ValueError(f"{folder} was tuned from a different base model (weights SHA-256 {meta['base_weights_sha256'][:12]}..., "
-                             f"this base has {actual[:12]}...): load it onto the base run it was tuned from")
+            raise ValueError(
+                f"{folder} was tuned from a different base model "
+                f"(weights SHA-256 {meta['base_weights_sha256'][:12]}..., this base has {actual[:12]}...): "
+                "load it onto the base run it was tuned from"
+            )
         hp = dict(meta["hyperparameters"])
-        if str(hp.get("init", "")).startswith("text:"):  # the saved tensors replace the start anyway; no tokenizer needed
+        if str(hp.get("init", "")).startswith(
+            "text:"
+        ):  # the saved tensors replace the start anyway; no tokenizer needed
             hp["init"] = "random"
         method = build_method(meta["method"], base, **hp)
         if "init" in hp:
@@ -177,12 +230,17 @@ class TunedModel(nn.Module):
         expected = {name: p for name, p in model.trainable().items()}
         missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
         if missing or unexpected:
-            raise ValueError(f"{folder / TUNED_FILE} does not match {META_FILE} (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                             "the folder is damaged or mixes two runs")
+            raise ValueError(
+                f"{folder / TUNED_FILE} does not match {META_FILE} (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}): the folder is damaged or mixes two runs"
+            )
         with torch.no_grad():
             for name, tensor in tensors.items():
                 if tensor.shape != expected[name].shape:
-                    raise ValueError(f"{folder / TUNED_FILE}: {name} is {tuple(tensor.shape)} but the method needs {tuple(expected[name].shape)}")
+                    raise ValueError(
+                        f"{folder / TUNED_FILE}: {name} is {tuple(tensor.shape)} "
+                        f"but the method needs {tuple(expected[name].shape)}"
+                    )
                 expected[name].copy_(tensor)
         if for_training and (folder / REPARAM_FILE).exists():
             method.load_reparameterization_state(load_tensors(folder / REPARAM_FILE, "reparameterisation tensors"))
@@ -193,10 +251,15 @@ class TunedModel(nn.Module):
 def read_metadata(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} holds no tuned model ({META_FILE} is missing): tune one with `train.py tune`")
+        raise FileNotFoundError(
+            f"{folder} holds no tuned model ({META_FILE} is missing): tune one with `train.py tune`"
+        )
     meta = read_json(path, "tuned model description")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, this minilm reads format {FORMAT}")
+        raise ValueError(
+            f"{path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+            f"this minilm reads format {FORMAT}"
+        )
     return meta
 
 
@@ -218,13 +281,17 @@ def load_tuned(folder: str | os.PathLike[str], base_run: str | None = None, devi
     """A TunedModel from its folder, on the base run recorded in tuned.json (or `base_run`), in eval mode."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"tuned model folder {folder} does not exist: tune one with "
-                                f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {folder}`")
+        raise FileNotFoundError(
+            f"tuned model folder {folder} does not exist: tune one with "
+            f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {folder}`"
+        )
     meta = read_metadata(folder)
     run = base_run or meta.get("base_run")
     if not run:
         raise ValueError(f"{folder / META_FILE} does not say which base run it was tuned from: pass --base RUN_DIR")
     if not base_run and not Path(run).is_dir():
-        raise FileNotFoundError(f"the base run {run} recorded in {folder / META_FILE} does not exist (moved?): pass --base RUN_DIR")
+        raise FileNotFoundError(
+            f"the base run {run} recorded in {folder / META_FILE} does not exist (moved?): pass --base RUN_DIR"
+        )
     base, tokenizer, _ = load_run(run, meta.get("base_weights", "best"), device)
     return TunedRun(TunedModel.load(folder, base).eval(), tokenizer, str(run))

@@ -20,7 +20,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def interpreting() -> bool:
-    """TRITON_INTERPRET=1: Triton runs kernels on CPU tensors with NumPy (slow; how the kernel is tested without a GPU)."""
+    """TRITON_INTERPRET=1: Triton runs kernels on CPU tensors with NumPy (slow; how the kernel is tested without
+    a GPU)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 

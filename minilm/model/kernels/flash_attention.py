@@ -8,10 +8,10 @@ instead of a tensor (docs/kernels.md derives every step):
     query i sees key j  <=>    j < n_keys[b]  and  (not causal or j <= i + shift)
 
 Forward (one program per tile of BLOCK_M queries of one (batch, head)): walk the key tiles left to right keeping,
-per query row, the running max m, the running sum l = sum_j exp(s_j - m) and the accumulator acc = sum_j exp(s_j - m) v_j;
-when a tile raises the max to m_new, the old l and acc are rescaled by exp(m - m_new). At the end out = acc / l and
-lse = m + log(l) is saved for the backward. Key tiles that no query of the tile may see (right of the causal
-diagonal, or wholly padding) are never loaded.
+per query row, the running max m, the running sum l = sum_j exp(s_j - m) and the accumulator
+acc = sum_j exp(s_j - m) v_j; when a tile raises the max to m_new, the old l and acc are rescaled by exp(m - m_new).
+At the end out = acc / l and lse = m + log(l) is saved for the backward. Key tiles that no query of the tile may see
+(right of the causal diagonal, or wholly padding) are never loaded.
 
 Backward: recompute p_ij = exp(s_ij - lse_i) from the saved lse, with D_i = rowsum(dO_i * O_i):
 
@@ -63,22 +63,27 @@ def _last_key(tile_m, n_keys, shift, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr
 @triton.jit
 def _load_rows(ptr, offs, stride_t, n_rows, HEAD_DIM: tl.constexpr):
     """Rows `offs` of one head's (T, d_k) matrix starting at ptr; rows >= n_rows read as zeros."""
-    return tl.load(ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :], mask=offs[:, None] < n_rows, other=0.0)
+    rows = ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :]
+    return tl.load(rows, mask=offs[:, None] < n_rows, other=0.0)
 
 
 @triton.jit
 def _store_rows(ptr, offs, stride_t, n_rows, values, HEAD_DIM: tl.constexpr):
     """Write `values` to rows `offs` (< n_rows) of one head's (T, d_k) matrix, in the matrix's dtype."""
-    tl.store(ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :], values.to(ptr.dtype.element_ty),
-             mask=offs[:, None] < n_rows)
+    rows = ptr + offs[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :]
+    tl.store(rows, values.to(ptr.dtype.element_ty), mask=offs[:, None] < n_rows)
 
 
+# fmt: off
+# The kernels' argument lists and launches are grouped by hand (pointers, then each tensor's three strides, then sizes,
+# then compile-time switches): one argument per line would hide which stride belongs to which tensor.
 @triton.jit
 def _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, key_mask_row, qk_scale,
                       CAUSAL: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr):
     """P_ij = exp(s_ij - L_i) from the saved log-sum-exp (both base 2 here), and 0 where M_ij = -inf."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-    return tl.where(_visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL, HAS_HOLES), tl.exp2(s - lse[:, None]), 0.0)
+    visible = _visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL, HAS_HOLES)
+    return tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
 
 
 @triton.jit
@@ -150,7 +155,8 @@ def _dk_dv_kernel(
     CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
-    """One tile of BLOCK_N keys: dV_j = sum_i P_ij dO_i and dK_j = sum_i dS_ij q_i / sqrt(d_k), over the queries that see it."""
+    """One tile of BLOCK_N keys: dV_j = sum_i P_ij dO_i and dK_j = sum_i dS_ij q_i / sqrt(d_k), over the queries that
+    see it."""
     tile_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // n_heads
@@ -225,6 +231,7 @@ def _dq_kernel(
     _store_rows(DQ + b * stride_gb + h * stride_gh, offs_m, stride_gt, T_q, dq * sm_scale, HEAD_DIM)
 
 
+# fmt: on
 def key_layout(key_mask: Tensor | None, T_k: int) -> tuple[Tensor | None, Tensor | None]:
     """The key mask as the kernels read it: (n_keys, holes).
 
@@ -262,6 +269,7 @@ def default_tiles(dtype: torch.dtype) -> tuple[Tiles, Tiles, Tiles]:
 class FlashAttention(torch.autograd.Function):
     """out = softmax(Q K^T / sqrt(d_k) + M) V with M given by `causal`, the shift T_k - T_q and the key layout."""
 
+    # fmt: off
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None,
                 tiles: tuple[Tiles, Tiles, Tiles]) -> Tensor:
@@ -303,17 +311,19 @@ class FlashAttention(torch.autograd.Function):
             q, k, v, dout, lse, delta, dq, *ctx.pointers, *inputs, *_strides(dq), *ctx.scalars, **ctx.constants,
             BLOCK_M=q_m, BLOCK_N=q_n, num_warps=q_warps)
         return dq, dk, dv, None, None, None
+    # fmt: on
 
 
-def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None = None,
-                    block: int | None = None) -> Tensor:
+def flash_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, key_mask: Tensor | None = None, block: int | None = None
+) -> Tensor:
     """softmax(Q K^T / sqrt(d_k) + M) V by the Triton kernels, differentiable in q, k and v.
 
     q (B, h, T_q, d_k); k, v (B, h, T_k, d_k) with T_k >= T_q: the first T_k - T_q keys are a prefix (or a KV cache)
     every query sees, and with `causal` query i sees key j iff j <= i + T_k - T_q. key_mask (B, T_k) bool, True at
-    keys that may be attended. The caller (minilm.model.attention.triton_attention) checks that the kernel takes the call
-    (minilm.model.kernels.triton_unsupported). `block`: one square tile size for every kernel instead of `default_tiles`
-    (the tests use 16, so that short sequences span several tiles).
+    keys that may be attended. The caller (minilm.model.attention.triton_attention) checks that the kernel takes the
+    call (minilm.model.kernels.triton_unsupported). `block`: one square tile size for every kernel instead of
+    `default_tiles` (the tests use 16, so that short sequences span several tiles).
     """
     tiles = default_tiles(q.dtype) if block is None else ((block, block, 4),) * 3
     return FlashAttention.apply(q, k, v, causal, key_mask, tiles)

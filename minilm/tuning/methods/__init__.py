@@ -11,6 +11,20 @@ from minilm.tuning.methods.prefix import PrefixSettings, PrefixTuning
 from minilm.tuning.methods.prompt import PromptSettings, SoftPrompt
 from minilm.tuning.methods.prompt_encoder import PromptEncoder, PromptEncoderSettings
 
-__all__ = ["BitFit", "FreezeSettings", "FullFineTuning", "LayerFreezing", "LoRA", "LoRASettings", "NoSettings",
-           "PrefixSettings", "PrefixTuning", "PromptEncoder", "PromptEncoderSettings", "PromptSettings",
-           "Reparameterized", "SoftPrompt", "TuningMethod"]
+__all__ = [
+    "BitFit",
+    "FreezeSettings",
+    "FullFineTuning",
+    "LayerFreezing",
+    "LoRA",
+    "LoRASettings",
+    "NoSettings",
+    "PrefixSettings",
+    "PrefixTuning",
+    "PromptEncoder",
+    "PromptEncoderSettings",
+    "PromptSettings",
+    "Reparameterized",
+    "SoftPrompt",
+    "TuningMethod",
+]

@@ -39,7 +39,9 @@ class TuningMethod(nn.Module):
     """True when rows of one batch may use different tasks' instances over one base (prompts, prefixes)."""
 
     @classmethod
-    def for_base(cls, base: Transformer, *, seed: int = 0, tokenizer: Tokenizer | None = None, **settings: Any) -> TuningMethod:
+    def for_base(
+        cls, base: Transformer, *, seed: int = 0, tokenizer: Tokenizer | None = None, **settings: Any
+    ) -> TuningMethod:
         """The method for `base` with its settings (the fields of its settings dataclass), a seed for anything it
         draws, and the tokenizer when an initialisation reads text. The default passes the settings on."""
         return cls(**settings)
@@ -59,7 +61,9 @@ class TuningMethod(nn.Module):
         if P is None:
             return embeds, mask
         B = embeds.size(0)
-        return torch.cat([expand_rows(P, B).to(embeds.dtype), embeds], dim=1), torch.cat([ones_mask(B, P.size(0), mask.device), mask], dim=1)
+        return torch.cat([expand_rows(P, B).to(embeds.dtype), embeds], dim=1), torch.cat(
+            [ones_mask(B, P.size(0), mask.device), mask], dim=1
+        )
 
     def layer_prefix(self, batch_size: int) -> tuple[Prefix, Tensor | None] | None:
         """Per-layer (prefix_k, prefix_v) and an optional (B, P) prefix mask, or None."""

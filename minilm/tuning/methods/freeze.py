@@ -14,7 +14,7 @@ Docs: docs/tuning.md (layer freezing, full fine-tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
@@ -27,13 +27,21 @@ RECIPES = ("first", "last")
 class FreezeSettings:
     """Layer freezing's settings. On the command line one flag gives both: --freeze-first K or --freeze-last K."""
 
-    recipe: str = setting("first", "which blocks train: the first k (and the embeddings) or the last k (and LN_f)",
-                          choices=RECIPES, cli=False)
+    recipe: str = setting(
+        "first",
+        "which blocks train: the first k (and the embeddings) or the last k (and LN_f)",
+        choices=RECIPES,
+        cli=False,
+    )
     k: int = setting(1, "how many blocks train", check="non_negative", cli=False)
 
-    FLAGS = {"first": ("--freeze-first", "train the embeddings and the first K blocks, freeze the rest"),
-             "last": ("--freeze-last", "train the last K blocks and the final LayerNorm; 0 = only the final LayerNorm "
-                                       "and the head")}
+    FLAGS: ClassVar[dict[str, tuple[str, str]]] = {
+        "first": ("--freeze-first", "train the embeddings and the first K blocks, freeze the rest"),
+        "last": (
+            "--freeze-last",
+            "train the last K blocks and the final LayerNorm; 0 = only the final LayerNorm and the head",
+        ),
+    }
     """recipe -> (its flag, whose value is k; what it trains)."""
 
     def __post_init__(self) -> None:
@@ -55,12 +63,21 @@ class LayerFreezing(TuningMethod):
         if recipe not in RECIPES:
             raise ValueError(f"unknown freezing recipe {recipe!r}: use first or last")
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n_layers:
-            raise ValueError(f"cannot train the {recipe} {k!r} blocks: the base has {n_layers} layers, choose 0..{n_layers}")
+            raise ValueError(
+                f"cannot train the {recipe} {k!r} blocks: the base has {n_layers} layers, choose 0..{n_layers}"
+            )
         self.recipe, self.k, self.n_layers = recipe, k, n_layers
 
     @classmethod
-    def for_base(cls, base: Transformer, recipe: str = FreezeSettings.recipe, k: int = FreezeSettings.k, *, seed: int = 0,
-                 tokenizer: Any = None) -> LayerFreezing:
+    def for_base(
+        cls,
+        base: Transformer,
+        recipe: str = FreezeSettings.recipe,
+        k: int = FreezeSettings.k,
+        *,
+        seed: int = 0,
+        tokenizer: Any = None,
+    ) -> LayerFreezing:
         return cls(recipe, k, base.config.n_layers)
 
     def setup(self, base: Transformer) -> None:
@@ -71,7 +88,7 @@ class LayerFreezing(TuningMethod):
             for block in base.blocks[: self.k]:
                 block.requires_grad_(True)
         else:
-            for block in base.blocks[self.n_layers - self.k:]:
+            for block in base.blocks[self.n_layers - self.k :]:
                 block.requires_grad_(True)
             base.ln_f.requires_grad_(True)
 

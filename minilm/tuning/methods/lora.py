@@ -77,8 +77,15 @@ class LoRA(TuningMethod):
         self.merged = False
 
     @classmethod
-    def for_base(cls, base: Transformer, rank: int = LoRASettings.rank, alpha: float = LoRASettings.alpha, *, seed: int = 0,
-                 tokenizer: Any = None) -> LoRA:
+    def for_base(
+        cls,
+        base: Transformer,
+        rank: int = LoRASettings.rank,
+        alpha: float = LoRASettings.alpha,
+        *,
+        seed: int = 0,
+        tokenizer: Any = None,
+    ) -> LoRA:
         return cls(rank, alpha, seed)
 
     def setup(self, base: Transformer) -> None:

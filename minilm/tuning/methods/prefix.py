@@ -34,10 +34,13 @@ class PrefixSettings:
     """Prefix tuning's settings: its hyper-parameters in tuned.json and its flags."""
 
     prefix_len: int = setting(8, "keys and values per layer", check="positive", metavar="N")
-    d_prime: int = setting(64, "width d' of the MLP's input rows P'", flag="--prefix-d-prime", check="positive", metavar="D")
+    d_prime: int = setting(
+        64, "width d' of the MLP's input rows P'", flag="--prefix-d-prime", check="positive", metavar="D"
+    )
     hidden: int = setting(256, "hidden width of the MLP", flag="--prefix-hidden", check="positive", metavar="H")
-    reparameterize: bool = setting(True, "train the prefixes directly, without the reparameterisation MLP",
-                                   flag="--no-reparam")
+    reparameterize: bool = setting(
+        True, "train the prefixes directly, without the reparameterisation MLP", flag="--no-reparam"
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -81,8 +84,17 @@ class PrefixTuning(Reparameterized):
     mixable = True
     network_attr, output_attr = "mlp", "prefix"
 
-    def __init__(self, prefix_len: int, n_layers: int, d_model: int, n_heads: int, d_prime: int = PrefixSettings.d_prime,
-                 hidden: int = PrefixSettings.hidden, seed: int = 0, reparameterize: bool = PrefixSettings.reparameterize) -> None:
+    def __init__(
+        self,
+        prefix_len: int,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_prime: int = PrefixSettings.d_prime,
+        hidden: int = PrefixSettings.hidden,
+        seed: int = 0,
+        reparameterize: bool = PrefixSettings.reparameterize,
+    ) -> None:
         super().__init__()
         check_positive_int("prefix length", prefix_len)
         check_positive_int("prefix d'", d_prime)
@@ -99,9 +111,17 @@ class PrefixTuning(Reparameterized):
                 self.prefix = nn.Parameter(mlp().detach().clone())
 
     @classmethod
-    def for_base(cls, base: Transformer, prefix_len: int = PrefixSettings.prefix_len, d_prime: int = PrefixSettings.d_prime,
-                 hidden: int = PrefixSettings.hidden, reparameterize: bool = PrefixSettings.reparameterize, *, seed: int = 0,
-                 tokenizer: Any = None) -> PrefixTuning:
+    def for_base(
+        cls,
+        base: Transformer,
+        prefix_len: int = PrefixSettings.prefix_len,
+        d_prime: int = PrefixSettings.d_prime,
+        hidden: int = PrefixSettings.hidden,
+        reparameterize: bool = PrefixSettings.reparameterize,
+        *,
+        seed: int = 0,
+        tokenizer: Any = None,
+    ) -> PrefixTuning:
         c = base.config
         return cls(prefix_len, c.n_layers, c.d_model, c.n_heads, d_prime, hidden, seed, reparameterize)
 
@@ -116,5 +136,10 @@ class PrefixTuning(Reparameterized):
         return split_layers(self.prefixes(), self.n_heads), None
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"prefix_len": self.prefix_len, "d_prime": self.d_prime, "hidden": self.hidden, "seed": self.seed,
-                "reparameterize": self.reparameterize}
+        return {
+            "prefix_len": self.prefix_len,
+            "d_prime": self.d_prime,
+            "hidden": self.hidden,
+            "seed": self.seed,
+            "reparameterize": self.reparameterize,
+        }

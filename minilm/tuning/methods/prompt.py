@@ -27,7 +27,7 @@ INITS = ("random", "vocab", "text")
 
 def check_init(spec: str) -> str:
     """A prompt initialisation as written on the command line: random, vocab or text:"some words"."""
-    if spec in ("random", "vocab") or (spec.startswith("text:") and spec[len("text:"):].strip()):
+    if spec in ("random", "vocab") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
     raise ValueError(f'expected random, vocab or text:"some words", got {spec!r}')
 
@@ -47,7 +47,9 @@ class PromptSettings:
         check_init(self.init)
 
 
-def initial_prompt(base: Transformer, n: int, init: str, seed: int, tokenizer: Tokenizer | None = None, text: str | None = None) -> Tensor:
+def initial_prompt(
+    base: Transformer, n: int, init: str, seed: int, tokenizer: Tokenizer | None = None, text: str | None = None
+) -> Tensor:
     """P at step 0, (n, d):
 
     random  P_ij ~ N(0, s^2), s the standard deviation of the base's token embeddings E
@@ -61,11 +63,14 @@ def initial_prompt(base: Transformer, n: int, init: str, seed: int, tokenizer: T
     if init == "random":
         return torch.randn(n, d, generator=generator) * E.float().std().item()
     if init not in ("vocab", "text"):
-        raise ValueError(f"unknown prompt initialisation {init!r}: use random, vocab or text:\"...\"")
+        raise ValueError(f'unknown prompt initialisation {init!r}: use random, vocab or text:"..."')
     rows = []
     if init == "text":
         if tokenizer is None or not text:
-            raise ValueError("text initialisation needs a tokenizer and a non-empty text, e.g. --init text:\"is this review positive?\"")
+            raise ValueError(
+                "text initialisation needs a tokenizer and a non-empty text, "
+                'e.g. --init text:"is this review positive?"'
+            )
         rows = tokenizer.encode(text)[:n]
     ordinary = torch.arange(NUM_SPECIAL_TOKENS, V)
     drawn = ordinary[torch.randperm(V - NUM_SPECIAL_TOKENS, generator=generator)[: n - len(rows)]].tolist()
@@ -75,9 +80,9 @@ def initial_prompt(base: Transformer, n: int, init: str, seed: int, tokenizer: T
 def parse_init(spec: str) -> tuple[str, str | None]:
     """'random' | 'vocab' | 'text:...' -> (kind, text)."""
     if spec.startswith("text:"):
-        return "text", spec[len("text:"):]
+        return "text", spec[len("text:") :]
     if spec not in ("random", "vocab"):
-        raise ValueError(f"unknown prompt initialisation {spec!r}: use random, vocab or text:\"...\"")
+        raise ValueError(f'unknown prompt initialisation {spec!r}: use random, vocab or text:"..."')
     return spec, None
 
 
@@ -94,8 +99,15 @@ class SoftPrompt(TuningMethod):
         self.P = nn.Parameter(torch.zeros(prompt_len, d_model))
 
     @classmethod
-    def for_base(cls, base: Transformer, prompt_len: int = PromptSettings.prompt_len, init: str = PromptSettings.init, *,
-                 seed: int = 0, tokenizer: Tokenizer | None = None) -> SoftPrompt:
+    def for_base(
+        cls,
+        base: Transformer,
+        prompt_len: int = PromptSettings.prompt_len,
+        init: str = PromptSettings.init,
+        *,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
+    ) -> SoftPrompt:
         """A soft prompt for `base`, initialised as `init` says ('random', 'vocab' or 'text:...')."""
         method = cls(prompt_len, base.config.d_model, init, seed)
         kind, text = parse_init(init)

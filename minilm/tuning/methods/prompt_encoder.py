@@ -35,7 +35,9 @@ class PromptEncoderSettings:
     """The prompt encoder's settings: its hyper-parameters in tuned.json and its flags."""
 
     prompt_len: int = setting(PromptSettings.prompt_len, "soft prompt vectors", check="positive", metavar="N")
-    hidden: int = setting(256, "hidden width of the prompt encoder", flag="--encoder-hidden", check="positive", metavar="H")
+    hidden: int = setting(
+        256, "hidden width of the prompt encoder", flag="--encoder-hidden", check="positive", metavar="H"
+    )
     init: str = setting(PromptSettings.init, INIT_HELP, parse=check_init)
     train_base: bool = setting(False, "train the base together with the prompt (full-model prompt tuning)")
 
@@ -66,8 +68,15 @@ class PromptEncoder(Reparameterized):
     mixable = True
     network_attr, output_attr = "encoder", "P"
 
-    def __init__(self, prompt_len: int, d_model: int, hidden: int = PromptEncoderSettings.hidden,
-                 init: str = PromptEncoderSettings.init, seed: int = 0, train_base: bool = PromptEncoderSettings.train_base) -> None:
+    def __init__(
+        self,
+        prompt_len: int,
+        d_model: int,
+        hidden: int = PromptEncoderSettings.hidden,
+        init: str = PromptEncoderSettings.init,
+        seed: int = 0,
+        train_base: bool = PromptEncoderSettings.train_base,
+    ) -> None:
         super().__init__()
         check_positive_int("prompt length", prompt_len)
         check_positive_int("prompt encoder hidden width", hidden)
@@ -77,10 +86,17 @@ class PromptEncoder(Reparameterized):
         self._prompt_len = prompt_len
 
     @classmethod
-    def for_base(cls, base: Transformer, prompt_len: int = PromptEncoderSettings.prompt_len,
-                 hidden: int = PromptEncoderSettings.hidden, init: str = PromptEncoderSettings.init,
-                 train_base: bool = PromptEncoderSettings.train_base, *, seed: int = 0,
-                 tokenizer: Tokenizer | None = None) -> PromptEncoder:
+    def for_base(
+        cls,
+        base: Transformer,
+        prompt_len: int = PromptEncoderSettings.prompt_len,
+        hidden: int = PromptEncoderSettings.hidden,
+        init: str = PromptEncoderSettings.init,
+        train_base: bool = PromptEncoderSettings.train_base,
+        *,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
+    ) -> PromptEncoder:
         method = cls(prompt_len, base.config.d_model, hidden, init, seed, train_base)
         kind, text = parse_init(init)
         assert method.encoder is not None
@@ -105,4 +121,10 @@ class PromptEncoder(Reparameterized):
         return self.computed()
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"prompt_len": self._prompt_len, "hidden": self.hidden, "init": self.init, "seed": self.seed, "train_base": self.train_base}
+        return {
+            "prompt_len": self._prompt_len,
+            "hidden": self.hidden,
+            "init": self.init,
+            "seed": self.seed,
+            "train_base": self.train_base,
+        }
