@@ -21,6 +21,7 @@ from conftest import random_ids, tiny_config
 from minilm import Transformer
 from minilm.model.attention import attention, math_attention, resolve_backend
 from minilm.model.kernels import interpreting, triton_unsupported
+from minilm.tuning.methods import PrefixSettings
 
 pytest.importorskip("triton")
 CUDA = torch.cuda.is_available()
@@ -211,7 +212,7 @@ def test_prefix_tuning_training_step_through_triton_equals_math(causal):
     results = {}
     for backend in ("math", "triton"):
         base = Transformer(tiny_config(d_model=64, n_heads=2, causal=causal, attention=backend), seed=0).to(DEVICE)
-        method = PrefixTuning.for_base(base, 4, d_prime=8, hidden=16)
+        method = PrefixTuning.for_base(base, PrefixSettings(4, d_prime=8, hidden=16))
         model = TunedModel(base, method, ClassificationHead(64, 2, seed=0)).to(DEVICE)
         params = list(model.trainable().values())
         optimizer = torch.optim.AdamW(params, lr=1e-2)

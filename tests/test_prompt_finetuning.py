@@ -9,6 +9,7 @@ from conftest import tiny_config
 from minilm import Transformer
 from minilm.prompting import Template, Verbalizer, base_logits, label_scores
 from minilm.tuning import LayerFreezing, SoftPrompt, TunedModel, VerbalizerReadout, build_method
+from minilm.tuning.methods import FreezeSettings, PromptSettings
 
 TEXTS = ["to be or not", "that is the question", "whether tis nobler in the mind"]
 WORDS = [[" be", " not"], " question"]
@@ -22,7 +23,9 @@ WORDS = [[" be", " not"], " question"]
 def test_the_template_readout_scores_exactly_what_zero_shot_prompting_scores(tokenizer, causal, template):
     base = Transformer(tiny_config(causal=causal), seed=0).eval()
     model = TunedModel(
-        base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_template(tokenizer, template, WORDS)
+        base,
+        LayerFreezing(FreezeSettings("last", 0), tiny_config()),
+        VerbalizerReadout.from_template(tokenizer, template, WORDS),
     ).eval()
     batch = model.encode(tokenizer, TEXTS)
     with torch.no_grad():
@@ -42,7 +45,7 @@ def test_the_template_readout_scores_exactly_what_zero_shot_prompting_scores(tok
 def test_a_soft_prompt_trains_through_the_template_readout(tokenizer):
     base = Transformer(tiny_config(), seed=0)
     readout = VerbalizerReadout.from_template(tokenizer, "Line: {text}\nAnswer:", WORDS)
-    model = TunedModel(base, SoftPrompt.for_base(base, 3, init="random"), readout)
+    model = TunedModel(base, SoftPrompt.for_base(base, PromptSettings(3, "random")), readout)
     batch = model.encode(tokenizer, TEXTS)
     loss = torch.nn.functional.cross_entropy(
         model(batch["input_ids"], batch["attention_mask"]), torch.tensor([0, 1, 0])
@@ -73,7 +76,9 @@ def test_a_template_tuned_model_saves_and_loads_exactly_without_a_tokenizer(tmp_
 def test_a_causal_template_must_end_at_its_slot(tokenizer):
     base = Transformer(tiny_config(), seed=0)
     model = TunedModel(
-        base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_template(tokenizer, "{text} is [MASK] here", WORDS)
+        base,
+        LayerFreezing(FreezeSettings("last", 0), tiny_config()),
+        VerbalizerReadout.from_template(tokenizer, "{text} is [MASK] here", WORDS),
     )
     batch = model.encode(tokenizer, TEXTS)
     with pytest.raises(ValueError, match="cannot see"):

@@ -22,6 +22,7 @@ from minilm.tuning import (
     VerbalizerReadout,
     build_method,
 )
+from minilm.tuning.methods import FreezeSettings
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
 from minilm.tuning.tuned import REPARAM_FILE, TUNED_FILE
 
@@ -148,7 +149,9 @@ def test_trainable_counts_match_the_closed_forms():
 
 def test_last_k_freezing_trains_the_last_blocks_and_the_final_layernorm():
     base = Transformer(tiny_config())
-    model = TunedModel(base, LayerFreezing("last", 1, base.config.n_layers), VerbalizerReadout.from_ids([[10], [11]]))
+    model = TunedModel(
+        base, LayerFreezing(FreezeSettings("last", 1), base.config), VerbalizerReadout.from_ids([[10], [11]])
+    )
     names = set(model.trainable())
     assert names == {n for n, _ in model.named_parameters() if n.startswith(("base.blocks.1.", "base.ln_f."))}
     assert model.counts()["tuned"] == LayerFreezing.expected_count(base.config, "last", 1)

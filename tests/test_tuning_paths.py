@@ -25,6 +25,7 @@ from minilm.tuning import (
     VerbalizerReadout,
     build_method,
 )
+from minilm.tuning.methods import FreezeSettings, LoRASettings, PrefixSettings, PromptEncoderSettings, PromptSettings
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 
 
@@ -37,7 +38,7 @@ def padded_batch(seed: int = 0):
 
 
 def trained_prefix(base: Transformer, **kwargs) -> PrefixTuning:
-    prefix = PrefixTuning.for_base(base, 3, d_prime=8, hidden=16, **kwargs)
+    prefix = PrefixTuning.for_base(base, PrefixSettings(3, d_prime=8, hidden=16), **kwargs)
     if prefix.mlp is not None:
         with torch.no_grad():
             prefix.mlp.W_2.bias.normal_(0, 1, generator=torch.Generator().manual_seed(5))  # as after training
@@ -64,7 +65,7 @@ def test_prefix_tuning_gives_the_same_outputs_and_gradients_through_math_and_sdp
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_a_padded_row_with_a_prefix_or_soft_prompt_equals_the_row_alone(causal, method):
     base = Transformer(tiny_config(causal=causal), seed=0).eval()
-    m = trained_prefix(base) if method == "prefix" else SoftPrompt.for_base(base, 3, init="random")
+    m = trained_prefix(base) if method == "prefix" else SoftPrompt.for_base(base, PromptSettings(3, "random"))
     model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]])).eval()
     ids, mask = padded_batch()
     h, _full_mask = model.hidden_states(ids, mask)
@@ -85,7 +86,9 @@ def test_real_tokens_see_every_prefix_position_and_causally_each_other():
     assert torch.equal(h[0, :4], h2[0, :4]), "a later token changed an earlier position"
     assert not torch.allclose(h[0, 4:], h2[0, 4:])
     base_only, _ = TunedModel(
-        Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])
+        Transformer(tiny_config(), seed=0).eval(),
+        LayerFreezing(FreezeSettings("last", 0), tiny_config()),
+        VerbalizerReadout.from_ids([[10], [11]]),
     ).hidden_states(ids, mask)
     assert not torch.isclose(h[0], base_only[0]).all(dim=-1).any(), "every position attends to the prefix"
 
@@ -93,7 +96,11 @@ def test_real_tokens_see_every_prefix_position_and_causally_each_other():
 @pytest.mark.parametrize("method", ["prefix", "prompt-encoder"])
 def test_folding_the_reparameterization_does_not_change_outputs(method):
     base = Transformer(tiny_config(), seed=0).eval()
-    m = trained_prefix(base) if method == "prefix" else PromptEncoder.for_base(base, 4, hidden=16)
+    m = (
+        trained_prefix(base)
+        if method == "prefix"
+        else PromptEncoder.for_base(base, PromptEncoderSettings(4, hidden=16))
+    )
     model = TunedModel(base, m, ClassificationHead(32, 2)).eval()
     ids, mask = padded_batch()
     before = model(ids, mask)
@@ -110,7 +117,11 @@ def test_folding_the_reparameterization_does_not_change_outputs(method):
 @pytest.mark.parametrize("method", ["prefix", "prompt-encoder"])
 def test_a_saved_tuned_model_resumes_training_with_its_reparameterization_network(tmp_path, method):
     base = Transformer(tiny_config(), seed=0)
-    m = trained_prefix(base) if method == "prefix" else PromptEncoder.for_base(base, 4, hidden=16)
+    m = (
+        trained_prefix(base)
+        if method == "prefix"
+        else PromptEncoder.for_base(base, PromptEncoderSettings(4, hidden=16))
+    )
     model = TunedModel(base, m, VerbalizerReadout.from_ids([[10], [11]]))
     model.save(tmp_path)
     network = {k: v.clone() for k, v in m.reparameterization_state().items()}
@@ -152,7 +163,7 @@ def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentime
         base.load_state_dict(state)
         return TunedModel(
             base,
-            PrefixTuning.for_base(base, 3, d_prime=8, hidden=16),
+            PrefixTuning.for_base(base, PrefixSettings(3, d_prime=8, hidden=16)),
             VerbalizerReadout.from_words(tokenizer, LABEL_WORDS),
         )
 
@@ -184,11 +195,11 @@ def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentime
 def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone():
     base = Transformer(tiny_config(), seed=0).eval()
     methods = {
-        "short-prompt": SoftPrompt.for_base(base, 2, init="random", seed=1),
-        "long-prompt": SoftPrompt.for_base(base, 5, init="random", seed=2),
-        "encoder": PromptEncoder.for_base(base, 3, hidden=16, seed=3),
+        "short-prompt": SoftPrompt.for_base(base, PromptSettings(2, "random"), seed=1),
+        "long-prompt": SoftPrompt.for_base(base, PromptSettings(5, "random"), seed=2),
+        "encoder": PromptEncoder.for_base(base, PromptEncoderSettings(3, hidden=16), seed=3),
         "prefix": trained_prefix(base),
-        "long-prefix": PrefixTuning.for_base(base, 6, d_prime=8, hidden=16, seed=4),
+        "long-prefix": PrefixTuning.for_base(base, PrefixSettings(6, d_prime=8, hidden=16), seed=4),
     }
     bank = TaskBank(base, methods).eval()
     tasks = ["long-prompt", "prefix", "short-prompt", "encoder", "long-prefix", "prefix"]
@@ -207,7 +218,10 @@ def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone(
 def test_a_task_bank_refuses_methods_that_change_the_base_weights():
     base = Transformer(tiny_config(), seed=0)
     with pytest.raises(ValueError, match="only prompt, prompt-encoder and prefix"):
-        TaskBank(base, {"a": LoRA(rank=2)})
+        TaskBank(base, {"a": LoRA(LoRASettings(rank=2))})
+    with pytest.raises(ValueError, match="changes the base's weights"):  # a prompt encoder that trains the base too
+        TaskBank(base, {"a": build_method("prompt-encoder", base, train_base=True)})
+    TaskBank(base, {"a": build_method("prompt-encoder", base)})
 
 
 # ---- generation -------------------------------------------------------------------------------------------
@@ -232,7 +246,7 @@ def test_generation_with_a_tuned_model_agrees_with_and_without_the_kv_cache(meth
 
 def test_generation_counts_the_soft_prompt_against_the_context():
     base = Transformer(tiny_config(max_len=16), seed=0).eval()
-    model = TunedModel(base, SoftPrompt.for_base(base, 6), VerbalizerReadout.from_ids([[10], [11]]))
+    model = TunedModel(base, SoftPrompt.for_base(base, PromptSettings(6)), VerbalizerReadout.from_ids([[10], [11]]))
     with pytest.raises(ValueError, match="after 6 soft-prompt vectors"):
         model.generate(random_ids(1, 5), 6)
 
@@ -260,24 +274,28 @@ def test_gradient_checkpointing_gives_the_same_gradients(method):
 def test_prompt_initialisations_come_from_the_vocabulary_the_text_or_its_scale(tokenizer):
     base = Transformer(tiny_config(), seed=0)
     E = base.tok_emb.weight.detach()
-    vocab = SoftPrompt.for_base(base, 5, init="vocab", seed=1).P.detach()
+    vocab = SoftPrompt.for_base(base, PromptSettings(5, "vocab"), seed=1).P.detach()
     assert all((E[7:] == row).all(dim=1).any() for row in vocab), "every row is an ordinary token's embedding"
     text_ids = tokenizer.encode("To be, or not")
-    text = SoftPrompt.for_base(base, len(text_ids) + 2, init="text:To be, or not", tokenizer=tokenizer).P.detach()
+    text = SoftPrompt.for_base(
+        base, PromptSettings(len(text_ids) + 2, "text:To be, or not"), tokenizer=tokenizer
+    ).P.detach()
     assert torch.equal(text[: len(text_ids)], E[text_ids])
-    random = SoftPrompt.for_base(base, 200, init="random", seed=1).P.detach()
+    random = SoftPrompt.for_base(base, PromptSettings(200, "random"), seed=1).P.detach()
     assert abs(random.std().item() / E.std().item() - 1) < 0.1
     with pytest.raises(ValueError, match="unknown prompt initialisation"):
-        SoftPrompt.for_base(base, 2, init="zeros")
+        SoftPrompt.for_base(base, PromptSettings(2, "zeros"))
 
 
 def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
     ids, mask = padded_batch()
     base = Transformer(tiny_config(), seed=0).eval()
     reference, _ = TunedModel(
-        Transformer(tiny_config(), seed=0).eval(), LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids([[10], [11]])
+        Transformer(tiny_config(), seed=0).eval(),
+        LayerFreezing(FreezeSettings("last", 0), tiny_config()),
+        VerbalizerReadout.from_ids([[10], [11]]),
     ).hidden_states(ids, mask)
-    lora = LoRA(rank=2, alpha=4.0)
+    lora = LoRA(LoRASettings(rank=2, alpha=4.0))
     model = TunedModel(base, lora, VerbalizerReadout.from_ids([[10], [11]])).eval()
     h, _ = model.hidden_states(ids, mask)
     torch.testing.assert_close(h, reference, rtol=0, atol=0)  # B = 0: the update is exactly zero
@@ -296,7 +314,9 @@ def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
 def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_tokens():
     base = Transformer(tiny_config(), seed=0).eval()
     words = [[10], [11, 12, 13]]
-    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids(words)).eval()
+    model = TunedModel(
+        base, LayerFreezing(FreezeSettings("last", 0), tiny_config()), VerbalizerReadout.from_ids(words)
+    ).eval()
     ids, mask = padded_batch()
     scores = model(ids, mask)
     for row in range(3):
@@ -311,7 +331,9 @@ def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_toke
 def test_masked_verbalizer_scores_each_token_at_its_own_mask_slot():
     base = Transformer(tiny_config(causal=False), seed=0).eval()
     words = [[10, 20], [11, 12], [13]]
-    model = TunedModel(base, LayerFreezing("last", 0, 2), VerbalizerReadout.from_ids(words)).eval()
+    model = TunedModel(
+        base, LayerFreezing(FreezeSettings("last", 0), tiny_config()), VerbalizerReadout.from_ids(words)
+    ).eval()
     ids, mask = padded_batch()
     scores = model(ids, mask)
     for row in range(3):
@@ -326,17 +348,33 @@ def test_masked_verbalizer_scores_each_token_at_its_own_mask_slot():
 # ---- bad settings ------------------------------------------------------------------------------------------------
 def test_bad_tuning_settings_are_clear_errors():
     base = Transformer(tiny_config(), seed=0)
-    with pytest.raises(ValueError, match="prompt length must be a positive integer"):
-        SoftPrompt.for_base(base, 0)
+    with pytest.raises(ValueError, match="--prompt-len must be a positive integer"):
+        SoftPrompt.for_base(base, PromptSettings(0))
     with pytest.raises(ValueError, match="the base has 2 layers"):
-        LayerFreezing("first", 3, 2)
-    with pytest.raises(ValueError, match="LoRA rank must be a positive integer"):
-        LoRA(rank=0)
+        LayerFreezing(FreezeSettings("first", 3), tiny_config())
+    with pytest.raises(ValueError, match="--lora-rank must be a positive integer"):
+        LoRA(LoRASettings(rank=0))
     with pytest.raises(ValueError, match="larger than the model width"):
-        TunedModel(base, LoRA(rank=64), VerbalizerReadout.from_ids([[10], [11]]))
+        TunedModel(base, LoRA(LoRASettings(rank=64)), VerbalizerReadout.from_ids([[10], [11]]))
     with pytest.raises(ValueError, match="unknown tuning method 'adapters'"):
         build_method("adapters", base)
     short = Transformer(tiny_config(max_len=8))
-    long_prompt = TunedModel(short, SoftPrompt.for_base(short, 8), ClassificationHead(32, 2))
+    long_prompt = TunedModel(short, SoftPrompt.for_base(short, PromptSettings(8)), ClassificationHead(32, 2))
     with pytest.raises(ValueError, match="no room for text"):
         long_prompt.encode(None, ["hello"])
+
+
+@pytest.mark.parametrize("method", ["prompt", "prompt-encoder", "prefix", "lora"])
+def test_a_method_that_draws_is_reproducible_from_its_seed_and_records_it(method):
+    base = Transformer(tiny_config(), seed=0)
+
+    def drawn(seed: int) -> torch.Tensor:
+        m = build_method(method, base, seed=seed)
+        if method == "lora":
+            m.setup(Transformer(tiny_config(), seed=0))  # A is drawn when the adapters are attached
+            return torch.cat([p.detach().flatten() for n, p in m.named_parameters()] or [torch.zeros(0)])
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    assert build_method(method, base, seed=3).hyperparameters()["seed"] == 3
+    if method != "lora":
+        assert torch.equal(drawn(1), drawn(1)) and not torch.equal(drawn(1), drawn(2))

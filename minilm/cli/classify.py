@@ -8,19 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from minilm.cli.flags import add_parameter
+from minilm.cli.flags import add_parameter, command
 from minilm.training.device import DEVICES
 from minilm.tuning.classify import classify_texts, report_split
 from minilm.tuning.metrics import format_report
 from minilm.tuning.tuned import load_tuned
 
+HELP = "classify texts, or evaluate a task split, with a tuned model"
+DESCRIPTION = "Classify texts with a model written by `tune`, or score it on a split of a task folder."
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "classify",
-        help="classify texts, or evaluate a task split, with a tuned model",
-        description="Classify texts with a model written by `tune`, or score it on a split of a task folder.",
-    )
+    p = command(sub, "classify", run, HELP, DESCRIPTION)
     p.add_argument("--from", dest="tuned", required=True, metavar="DIR", help="tuned model folder written by tune")
     p.add_argument("--base", metavar="RUN_DIR", help="the base run (default: the base_run recorded in DIR/tuned.json)")
     what = p.add_mutually_exclusive_group(required=True)
@@ -37,7 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_parameter(p, "--batch-size", report_split, "batch_size", "texts per forward pass", check="positive")
     add_parameter(p, "--device", load_tuned, "device", "auto = cuda when available", choices=list(DEVICES))
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,12 +9,14 @@ import argparse
 import json
 import shlex
 
-from minilm.cli.flags import add_settings, given
+from minilm.cli.flags import add_settings, command, given
 from minilm.experiments.compare import CompareConfig, compare_run
+
+HELP = "compare zero-shot, few-shot and every tuning method on one base and task"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="compare zero-shot, few-shot and every tuning method on one base and task")
+    p = command(sub, "compare", run, HELP)
     p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained run")
     p.add_argument(
         "--task", required=True, metavar="DIR", help="task folder (train/dev[/test], task.json with label words)"
@@ -23,7 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_settings(p, CompareConfig)
     p.add_argument("--quick", action="store_true", help="a smoke run: one seed, 4 steps, 32 dev examples (for tests)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier compare in --out")
-    p.set_defaults(run=run)
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from minilm.cli.flags import add_parameter
+from minilm.cli.flags import add_parameter, command
 from minilm.cli.generate import add_from
 from minilm.training.evaluate import evaluate_run
 
+HELP = "loss per token, perplexity and bits per byte on held-out text"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="loss per token, perplexity and bits per byte on held-out text")
+    p = command(sub, "eval", run, HELP)
     add_from(p)
     p.add_argument(
         "--data",
@@ -22,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="text files or folders to score whole (default: the run's validation split)",
     )
     add_parameter(p, "--batch-size", evaluate_run, "batch_size", "windows per forward pass", check="positive")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

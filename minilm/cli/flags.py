@@ -34,6 +34,19 @@ def show(value: Any) -> str:
     return str(value)
 
 
+def command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand whose `run(args) -> int` is called with its parsed arguments."""
+    parser = sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def with_default(help: str, default: Any) -> str:
     """The help text with "(default: X)", unless there is no default to state (None, or a switch that is off)."""
     if default is None or default is False or "(default:" in help:

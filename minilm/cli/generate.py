@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from minilm.cli.flags import add_parameter
-from minilm.model import complete, fill_mask
+from minilm.cli.flags import add_parameter, command
+from minilm.model import complete, fill_mask, generate
 from minilm.model.generate import format_candidates
 from minilm.training import load_run
 from minilm.training.device import DEVICES
@@ -27,8 +27,12 @@ def add_from(p: argparse.ArgumentParser) -> None:
     add_parameter(p, "--device", load_run, "device", "auto = cuda when available", choices=list(DEVICES))
 
 
+HELP_GENERATE = "continue a prompt with a causal model"
+HELP_FILL_MASK = "predict the [MASK] tokens of a text with a masked model"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="continue a prompt with a causal model")
+    p = command(sub, "generate", run_generate, HELP_GENERATE)
     add_from(p)
     p.add_argument("--prompt", required=True, help="text to continue")
     add_parameter(
@@ -40,24 +44,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         check="positive",
     )
     add_parameter(p, "--temperature", complete, "temperature", "0 = greedy", kind=float, check="non_negative")
-    add_parameter(p, "--top-k", complete, "top_k", "keep the k most likely tokens", check="positive")
+    add_parameter(p, "--top-k", generate, "top_k", "keep the k most likely tokens", check="positive")
     add_parameter(
         p,
         "--top-p",
-        complete,
+        generate,
         "top_p",
         "keep the smallest set of tokens with probability >= p",
         kind=float,
         check="positive",
     )
     add_parameter(p, "--seed", complete, "seed", "sampling seed", check="non_negative")
-    p.set_defaults(run=run_generate)
 
-    p = sub.add_parser("fill-mask", help="predict the [MASK] tokens of a text with a masked model")
+    p = command(sub, "fill-mask", run_fill_mask, HELP_FILL_MASK)
     add_from(p)
     p.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "To be, or not to [MASK]"')
     add_parameter(p, "--top-k", fill_mask, "top_k", "candidates per mask", check="positive")
-    p.set_defaults(run=run_fill_mask)
 
 
 def run_generate(args: argparse.Namespace) -> int:

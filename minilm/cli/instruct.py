@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from minilm.cli.flags import add_settings, given
+from minilm.cli.flags import add_settings, command, given
 from minilm.tuning.instruct import DEFAULT_DATA, InstructConfig, instruct
 from minilm.tuning.instructions import Instruction
 
+HELP = "instruction-tune a causal run on {instruction, input, output} JSONL, then answer"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "instruct", help="instruction-tune a causal run on {instruction, input, output} JSONL, then answer"
-    )
+    p = command(sub, "instruct", run, HELP)
     p.add_argument("--base", required=True, metavar="RUN_DIR", help="the pretrained causal run to start from")
     p.add_argument(
         "--data",
@@ -33,7 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="start over in an --out that holds an instruction-tuned run"
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

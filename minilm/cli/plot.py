@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from minilm.cli.flags import command
 from minilm.training.plot import plot_run
+
+HELP = "draw the run's loss curves to DIR/loss.png (needs matplotlib)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="draw the run's loss curves to DIR/loss.png (needs matplotlib)")
+    p = command(sub, "plot", run, HELP)
     p.add_argument(
         "--from", dest="folder", required=True, metavar="DIR", help="run directory (pretrain, tune or instruct)"
     )
@@ -20,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PNG",
         help="where to write the picture; an existing file is replaced only if plot drew it (default: DIR/loss.png)",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from minilm.cli.flags import SUPPRESS, add_settings, given
+from minilm.cli.flags import SUPPRESS, add_settings, command, given
 from minilm.model import ModelConfig
 from minilm.training import CorpusConfig, TrainConfig, pretrain
 
+HELP = "pretrain a model on text files (the default command)"
+DESCRIPTION = "Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume."
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain a model on text files (the default command)",
-        description="Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume.",
-    )
+    p = command(sub, "pretrain", run, HELP, DESCRIPTION)
     add_settings(p.add_argument_group("data"), CorpusConfig)
     g = p.add_argument_group("model")
     g.add_argument("--config", metavar="FILE.json", help="a model config.json; flags given here override it")
@@ -29,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--overwrite", action="store_true", help="start over in an --out that holds a run (replaces only its run files)"
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

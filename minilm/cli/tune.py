@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from minilm.cli.flags import SUPPRESS, add_field, add_settings, checked, given
+from minilm.cli.flags import SUPPRESS, add_field, add_settings, checked, command, given
 from minilm.tuning.registry import METHODS, setting_key
 from minilm.tuning.trainer import TuneConfig
 from minilm.tuning.tune import APPLIES, TuneTarget, tune
@@ -48,14 +48,15 @@ def add_method_settings(group: argparse._ArgumentGroup) -> None:
                 add_field(group, f, dest=key, help=f"{', '.join(APPLIES[key])}: {f.metadata['help']}")
 
 
+HELP = "tune a pretrained run for a classification task (prompt, prefix, LoRA, ...)"
+DESCRIPTION = (
+    "Tune a pretrained run on a task folder (train.tsv, dev.tsv, optional test.tsv and task.json), with early "
+    "stopping on dev. Flags left out keep their defaults, or the saved tune's values with --resume."
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tune",
-        help="tune a pretrained run for a classification task (prompt, prefix, LoRA, ...)",
-        description="Tune a pretrained run on a task folder (train.tsv, dev.tsv, optional test.tsv and "
-        "task.json), with early stopping on dev. Flags left out keep their defaults, or the "
-        "saved tune's values with --resume.",
-    )
+    p = command(sub, "tune", run, HELP, DESCRIPTION)
     add_settings(p.add_argument_group("what to tune"), TuneTarget)
     add_method_settings(p.add_argument_group("method settings"))
     g = p.add_argument_group("training")
@@ -66,7 +67,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start over in an --out that holds a tuned model (replaces only its tune files)",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ Docs: docs/generation.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -179,23 +181,21 @@ def complete(
     max_new_tokens: int = 200,
     *,
     temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
     seed: int = 0,
-    prompt_embeds: Tensor | None = None,
-    prefix: Prefix | None = None,
-    prefix_mask: Tensor | None = None,
+    **options: Any,
 ) -> str:
     """`prompt` continued by up to `max_new_tokens` tokens, as text (`train.py generate`; its defaults are these).
 
     Past the context each round restarts from the last half-context of tokens, so a continuation may be longer than
-    max_len. `prompt_embeds` (a soft prompt) takes positions of the context; it and `prefix` are passed to `generate`.
+    max_len. `options` go to `generate` (top_k, top_p, and a tuned model's prompt_embeds and prefix); a soft prompt
+    (prompt_embeds) takes positions of the context. Round r samples with seed + (the tokens so far).
     """
     if not model.config.causal:
         raise ValueError("this is a masked (bidirectional) model, which cannot generate: use fill-mask")
     if not prompt:
         raise ValueError("the prompt is empty: give --prompt some text to continue")
     ids = tokenizer.encode(prompt)
+    prompt_embeds = options.get("prompt_embeds")
     context = model.config.max_len - (0 if prompt_embeds is None else prompt_embeds.size(-2))
     if len(ids) >= context:
         raise ValueError(
@@ -207,18 +207,8 @@ def complete(
     while max_new_tokens > 0:
         window = ids if len(ids) + max_new_tokens <= context or len(ids) <= keep else ids[-keep:]
         n = min(max_new_tokens, context - len(window))
-        out = generate(
-            model,
-            torch.tensor([window], device=device),
-            n,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed + len(ids),
-            prompt_embeds=prompt_embeds,
-            prefix=prefix,
-            prefix_mask=prefix_mask,
-        )
+        window_ids = torch.tensor([window], device=device)
+        out = generate(model, window_ids, n, temperature=temperature, seed=seed + len(ids), **options)
         new = [t for t in out[0, len(window) :].tolist() if t != PAD_ID]
         ids, max_new_tokens = ids + new, max_new_tokens - n
         if len(new) < n:  # [EOS]

@@ -17,22 +17,8 @@ from typing import Any
 
 from minilm.model import Transformer
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.methods import (
-    BitFit,
-    FreezeSettings,
-    FullFineTuning,
-    LayerFreezing,
-    LoRA,
-    LoRASettings,
-    NoSettings,
-    PrefixSettings,
-    PrefixTuning,
-    PromptEncoder,
-    PromptEncoderSettings,
-    PromptSettings,
-    SoftPrompt,
-    TuningMethod,
-)
+from minilm.tuning import methods
+from minilm.tuning.methods import TuningMethod
 
 
 @dataclass(frozen=True)
@@ -41,11 +27,15 @@ class MethodSpec:
 
     name: str
     method: type[TuningMethod]
-    settings: type
     lr: float
     """Peak learning rate when none is given; how these were chosen is in docs/tuning.md."""
     title: str
     """Its row in `compare`, formatted with the default settings, e.g. "LoRA (r={rank})"."""
+
+    @property
+    def settings(self) -> type:
+        """The method's settings dataclass."""
+        return self.method.Settings
 
     def describe(self, settings: Any = None) -> str:
         return self.title.format(**dataclasses.asdict(settings or self.settings()))
@@ -54,13 +44,13 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("prompt", SoftPrompt, PromptSettings, 3e-2, "prompt tuning"),
-        MethodSpec("prompt-encoder", PromptEncoder, PromptEncoderSettings, 3e-4, "prompt encoder"),
-        MethodSpec("prefix", PrefixTuning, PrefixSettings, 3e-3, "prefix tuning"),
-        MethodSpec("freeze", LayerFreezing, FreezeSettings, 1e-4, "{recipe}-k freezing (k={k})"),
-        MethodSpec("bitfit", BitFit, NoSettings, 1e-3, "BitFit"),
-        MethodSpec("lora", LoRA, LoRASettings, 3e-3, "LoRA (r={rank})"),
-        MethodSpec("full", FullFineTuning, NoSettings, 1e-4, "full fine-tuning"),
+        MethodSpec("prompt", methods.SoftPrompt, 3e-2, "prompt tuning"),
+        MethodSpec("prompt-encoder", methods.PromptEncoder, 3e-4, "prompt encoder"),
+        MethodSpec("prefix", methods.PrefixTuning, 3e-3, "prefix tuning"),
+        MethodSpec("freeze", methods.LayerFreezing, 1e-4, "{recipe}-k freezing (k={k})"),
+        MethodSpec("bitfit", methods.BitFit, 1e-3, "BitFit"),
+        MethodSpec("lora", methods.LoRA, 3e-3, "LoRA (r={rank})"),
+        MethodSpec("full", methods.FullFineTuning, 1e-4, "full fine-tuning"),
     )
 }
 DEFAULT_LR = {name: spec.lr for name, spec in METHODS.items()}
@@ -122,5 +112,4 @@ def build_method(
             f"{', '.join(unknown)} is not a setting of method {name!r} "
             f"(its settings: {', '.join(sorted(known)) or 'none'})"
         )
-    values = dataclasses.asdict(spec.settings(**settings))
-    return spec.method.for_base(base, **values, seed=seed, tokenizer=tokenizer)
+    return spec.method.for_base(base, spec.settings(**settings), seed=seed, tokenizer=tokenizer)

@@ -224,7 +224,7 @@ def tune(
     readout, words = build_readout(task, tokenizer, c.d_model, s["readout"], s["label_words"], s["template"], s["seed"])
     s["readout"], s["label_words"] = readout.kind, words
     check_fits(spec, settings, c, readout)
-    method = spec.method.for_base(base, **dataclasses.asdict(settings), seed=s["seed"], tokenizer=tokenizer)
+    method = spec.method.for_base(base, settings, seed=s["seed"], tokenizer=tokenizer)
     model = TunedModel(base, method, readout, task.labels)
     if resume and (out / LAST_DIR / META_FILE).is_file():
         if read_metadata(out / LAST_DIR).get("base_weights_sha256") != model.base_sha256:

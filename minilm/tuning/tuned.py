@@ -15,6 +15,7 @@ Docs: docs/tuning.md (saving and loading), docs/cli.md (the tuned folder).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -215,13 +216,12 @@ class TunedModel(nn.Module):
                 "load it onto the base run it was tuned from"
             )
         hp = dict(meta["hyperparameters"])
-        if str(hp.get("init", "")).startswith(
-            "text:"
-        ):  # the saved tensors replace the start anyway; no tokenizer needed
+        from_text = str(hp.get("init", "")).startswith("text:")
+        if from_text:  # the saved tensors replace the start anyway: no tokenizer needed to rebuild it
             hp["init"] = "random"
         method = build_method(meta["method"], base, **hp)
-        if "init" in hp:
-            method.init = meta["hyperparameters"]["init"]
+        if from_text:
+            method.settings = dataclasses.replace(method.settings, init=meta["hyperparameters"]["init"])
         readout = readout_from_metadata(meta["readout"], base.config.d_model)
         model = cls(base, method, readout, meta["labels"], base_sha256=actual)
         method.fold()

@@ -16,13 +16,14 @@ Docs: docs/tuning.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from minilm.model import Prefix, Transformer
+from minilm.model import ModelConfig, Prefix, Transformer
 from minilm.tokenizer import Tokenizer
 
 
@@ -32,19 +33,38 @@ class NoSettings:
 
 
 class TuningMethod(nn.Module):
-    """Base class. Subclasses set `name`, and override what they change."""
+    """Base class. Subclasses set `name` and `Settings` (their settings dataclass), and override what they change.
+
+    A method keeps its settings and its seed; they are its hyper-parameters (tuned.json), from which
+    `registry.build_method` rebuilds it.
+    """
 
     name: ClassVar[str] = ""
+    Settings: ClassVar[type] = NoSettings
     mixable: ClassVar[bool] = False
     """True when rows of one batch may use different tasks' instances over one base (prompts, prefixes)."""
+    draws: ClassVar[bool] = False
+    """True when the method draws random numbers (an initialisation), so its seed is one of its hyper-parameters."""
+
+    def __init__(self, settings: Any = None, config: ModelConfig | None = None, seed: int = 0) -> None:
+        """settings: the method's settings (None: the defaults); config: the base's sizes, for a method whose tensors
+        depend on them; seed: for anything the method draws."""
+        super().__init__()
+        self.settings = settings if settings is not None else self.Settings()
+        if not isinstance(self.settings, self.Settings):
+            raise TypeError(f"{type(self).__name__} takes {self.Settings.__name__}, got {type(self.settings).__name__}")
+        self.seed = seed
 
     @classmethod
-    def for_base(
-        cls, base: Transformer, *, seed: int = 0, tokenizer: Tokenizer | None = None, **settings: Any
-    ) -> TuningMethod:
-        """The method for `base` with its settings (the fields of its settings dataclass), a seed for anything it
-        draws, and the tokenizer when an initialisation reads text. The default passes the settings on."""
-        return cls(**settings)
+    def for_base(cls, base: Transformer, settings: Any = None, *, seed: int = 0, tokenizer: Tokenizer | None = None):
+        """The method for `base`: built for the base's sizes, then `initialize`d from the base itself."""
+        method = cls(settings, base.config, seed)
+        method.initialize(base, tokenizer)
+        return method
+
+    def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
+        """Starting values taken from the base (a soft prompt from its token embeddings); none by default. The
+        tokenizer is there for an initialisation from text."""
 
     def setup(self, base: Transformer) -> None:
         """Decide which base parameters train. The default freezes the whole base."""
@@ -70,8 +90,9 @@ class TuningMethod(nn.Module):
         return None
 
     def hyperparameters(self) -> dict[str, Any]:
-        """What rebuilds this method: written to tuned.json and passed back to the constructor."""
-        return {}
+        """What rebuilds this method (its settings, and its seed if it draws): written to tuned.json, read by
+        `build_method`."""
+        return {**dataclasses.asdict(self.settings), **({"seed": self.seed} if self.draws else {})}
 
     @property
     def prompt_length(self) -> int:
@@ -111,6 +132,7 @@ class Reparameterized(TuningMethod):
     tensor (`output_attr`), and build a fresh network with `new_network()` (to resume training after folding).
     """
 
+    draws = True  # the network's starting weights are drawn from the seed
     network_attr: ClassVar[str] = "network"
     output_attr: ClassVar[str] = "output"
 
@@ -166,12 +188,6 @@ def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
 def count(parameters: dict[str, Tensor] | list[Tensor]) -> int:
     values = parameters.values() if isinstance(parameters, dict) else parameters
     return sum(p.numel() for p in values)
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def expand_rows(x: Tensor, batch_size: int) -> Tensor:

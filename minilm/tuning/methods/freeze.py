@@ -14,7 +14,7 @@ Docs: docs/tuning.md (layer freezing, full fine-tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
@@ -58,27 +58,16 @@ class LayerFreezing(TuningMethod):
 
     name = "freeze"
 
-    def __init__(self, recipe: str, k: int, n_layers: int) -> None:
-        super().__init__()
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown freezing recipe {recipe!r}: use first or last")
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= n_layers:
+    Settings = FreezeSettings
+
+    def __init__(self, settings: FreezeSettings | None, config: ModelConfig, seed: int = 0) -> None:
+        super().__init__(settings, config, seed)
+        recipe, k, n_layers = self.settings.recipe, self.settings.k, config.n_layers
+        if k > n_layers:
             raise ValueError(
-                f"cannot train the {recipe} {k!r} blocks: the base has {n_layers} layers, choose 0..{n_layers}"
+                f"cannot train the {recipe} {k} blocks: the base has {n_layers} layers, choose 0..{n_layers}"
             )
         self.recipe, self.k, self.n_layers = recipe, k, n_layers
-
-    @classmethod
-    def for_base(
-        cls,
-        base: Transformer,
-        recipe: str = FreezeSettings.recipe,
-        k: int = FreezeSettings.k,
-        *,
-        seed: int = 0,
-        tokenizer: Any = None,
-    ) -> LayerFreezing:
-        return cls(recipe, k, base.config.n_layers)
 
     def setup(self, base: Transformer) -> None:
         base.requires_grad_(False)
@@ -91,9 +80,6 @@ class LayerFreezing(TuningMethod):
             for block in base.blocks[self.n_layers - self.k :]:
                 block.requires_grad_(True)
             base.ln_f.requires_grad_(True)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "k": self.k}
 
     @staticmethod
     def expected_count(c: ModelConfig, recipe: str, k: int) -> int:

@@ -13,14 +13,13 @@ Docs: docs/tuning.md (LoRA).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
-from minilm.tuning.methods.base import TuningMethod, check_positive_int
+from minilm.tuning.methods.base import TuningMethod
 
 TARGETS = ("W_q", "W_v")
 
@@ -67,26 +66,14 @@ class LoRA(TuningMethod):
     """LoRA of rank r on W_Q and W_V in every block; `merge` folds the updates into the weights."""
 
     name = "lora"
+    draws = True
 
-    def __init__(self, rank: int = LoRASettings.rank, alpha: float = LoRASettings.alpha, seed: int = 0) -> None:
-        super().__init__()
-        check_positive_int("LoRA rank", rank)
-        if not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"LoRA alpha must be a positive number, got {alpha!r}")
-        self.rank, self.alpha, self.seed = rank, float(alpha), seed
+    Settings = LoRASettings
+
+    def __init__(self, settings: LoRASettings | None = None, config: ModelConfig | None = None, seed: int = 0) -> None:
+        super().__init__(settings, config, seed)
+        self.rank, self.alpha = self.settings.rank, float(self.settings.alpha)
         self.merged = False
-
-    @classmethod
-    def for_base(
-        cls,
-        base: Transformer,
-        rank: int = LoRASettings.rank,
-        alpha: float = LoRASettings.alpha,
-        *,
-        seed: int = 0,
-        tokenizer: Any = None,
-    ) -> LoRA:
-        return cls(rank, alpha, seed)
 
     def setup(self, base: Transformer) -> None:
         base.requires_grad_(False)
@@ -106,9 +93,6 @@ class LoRA(TuningMethod):
                 if isinstance(layer, LoRALinear):
                     setattr(block.attn, target, layer.merged())
         self.merged = True
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"rank": self.rank, "alpha": self.alpha, "seed": self.seed}
 
     @staticmethod
     def expected_count(c: ModelConfig, rank: int) -> int:

@@ -19,14 +19,13 @@ Docs: docs/tuning.md (prefix tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from minilm.model import Prefix, Transformer
+from minilm.model import ModelConfig, Prefix
 from minilm.settings import check_fields, setting
-from minilm.tuning.methods.base import Reparameterized, check_positive_int
+from minilm.tuning.methods.base import Reparameterized
 
 
 @dataclass(frozen=True)
@@ -81,52 +80,25 @@ class PrefixTuning(Reparameterized):
     """Per-layer prefixes from `PrefixMLP` while training; the stored tensor `prefix` (L, 2, n, d) once folded."""
 
     name = "prefix"
+    Settings = PrefixSettings
     mixable = True
     network_attr, output_attr = "mlp", "prefix"
 
-    def __init__(
-        self,
-        prefix_len: int,
-        n_layers: int,
-        d_model: int,
-        n_heads: int,
-        d_prime: int = PrefixSettings.d_prime,
-        hidden: int = PrefixSettings.hidden,
-        seed: int = 0,
-        reparameterize: bool = PrefixSettings.reparameterize,
-    ) -> None:
-        super().__init__()
-        check_positive_int("prefix length", prefix_len)
-        check_positive_int("prefix d'", d_prime)
-        check_positive_int("prefix MLP hidden width", hidden)
-        self.prefix_len, self.n_layers, self.d_model, self.n_heads = prefix_len, n_layers, d_model, n_heads
-        self.d_prime, self.hidden, self.seed, self.reparameterize = d_prime, hidden, seed, reparameterize
+    def __init__(self, settings: PrefixSettings | None, config: ModelConfig, seed: int = 0) -> None:
+        super().__init__(settings, config, seed)
+        self.n_layers, self.d_model, self.n_heads = config.n_layers, config.d_model, config.n_heads
         self.mlp: PrefixMLP | None = None
         self.register_parameter("prefix", None)
         mlp = self.new_network()
-        if reparameterize:
+        if self.settings.reparameterize:
             self.mlp = mlp
         else:  # train the L x 2 x n x d numbers directly (start from what the MLP would give)
             with torch.no_grad():
                 self.prefix = nn.Parameter(mlp().detach().clone())
 
-    @classmethod
-    def for_base(
-        cls,
-        base: Transformer,
-        prefix_len: int = PrefixSettings.prefix_len,
-        d_prime: int = PrefixSettings.d_prime,
-        hidden: int = PrefixSettings.hidden,
-        reparameterize: bool = PrefixSettings.reparameterize,
-        *,
-        seed: int = 0,
-        tokenizer: Any = None,
-    ) -> PrefixTuning:
-        c = base.config
-        return cls(prefix_len, c.n_layers, c.d_model, c.n_heads, d_prime, hidden, seed, reparameterize)
-
     def new_network(self) -> PrefixMLP:
-        return PrefixMLP(self.prefix_len, self.n_layers, self.d_model, self.d_prime, self.hidden, self.seed)
+        s = self.settings
+        return PrefixMLP(s.prefix_len, self.n_layers, self.d_model, s.d_prime, s.hidden, self.seed)
 
     def prefixes(self) -> Tensor:
         """(L, 2, n, d): MLP(P') while training, the stored tensor once folded."""
@@ -134,12 +106,3 @@ class PrefixTuning(Reparameterized):
 
     def layer_prefix(self, batch_size: int) -> tuple[Prefix, Tensor | None]:
         return split_layers(self.prefixes(), self.n_heads), None
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "prefix_len": self.prefix_len,
-            "d_prime": self.d_prime,
-            "hidden": self.hidden,
-            "seed": self.seed,
-            "reparameterize": self.reparameterize,
-        }

@@ -12,15 +12,14 @@ Docs: docs/tuning.md (prompt tuning).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from minilm.model import Transformer
+from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
 from minilm.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from minilm.tuning.methods.base import TuningMethod, check_positive_int
+from minilm.tuning.methods.base import TuningMethod
 
 INITS = ("random", "vocab", "text")
 
@@ -29,7 +28,7 @@ def check_init(spec: str) -> str:
     """A prompt initialisation as written on the command line: random, vocab or text:"some words"."""
     if spec in ("random", "vocab") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
-    raise ValueError(f'expected random, vocab or text:"some words", got {spec!r}')
+    raise ValueError(f'unknown prompt initialisation {spec!r}: expected random, vocab or text:"some words"')
 
 
 INIT_HELP = 'soft prompt start: random, vocab (embeddings of random tokens) or text:"words" (their embeddings)'
@@ -90,30 +89,19 @@ class SoftPrompt(TuningMethod):
     """Prompt tuning: the soft prompt P (n, d) is the only trainable tensor (n d numbers)."""
 
     name = "prompt"
+    draws = True
+    Settings = PromptSettings
     mixable = True
 
-    def __init__(self, prompt_len: int, d_model: int, init: str = PromptSettings.init, seed: int = 0) -> None:
-        super().__init__()
-        check_positive_int("prompt length", prompt_len)
-        self.init, self.seed = init, seed
-        self.P = nn.Parameter(torch.zeros(prompt_len, d_model))
+    def __init__(self, settings: PromptSettings | None, config: ModelConfig, seed: int = 0) -> None:
+        super().__init__(settings, config, seed)
+        self.P = nn.Parameter(torch.zeros(self.settings.prompt_len, config.d_model))
 
-    @classmethod
-    def for_base(
-        cls,
-        base: Transformer,
-        prompt_len: int = PromptSettings.prompt_len,
-        init: str = PromptSettings.init,
-        *,
-        seed: int = 0,
-        tokenizer: Tokenizer | None = None,
-    ) -> SoftPrompt:
-        """A soft prompt for `base`, initialised as `init` says ('random', 'vocab' or 'text:...')."""
-        method = cls(prompt_len, base.config.d_model, init, seed)
-        kind, text = parse_init(init)
+    def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
+        """P at step 0, as settings.init says ('random', 'vocab' or 'text:...')."""
+        kind, text = parse_init(self.settings.init)
         with torch.no_grad():
-            method.P.copy_(initial_prompt(base, prompt_len, kind, seed, tokenizer, text))
-        return method
+            self.P.copy_(initial_prompt(base, self.settings.prompt_len, kind, self.seed, tokenizer, text))
 
     @property
     def prompt_length(self) -> int:
@@ -121,6 +109,3 @@ class SoftPrompt(TuningMethod):
 
     def soft_prompt(self) -> Tensor:
         return self.P
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"prompt_len": self.prompt_length, "init": self.init, "seed": self.seed}

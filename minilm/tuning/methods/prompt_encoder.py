@@ -4,7 +4,7 @@
     h_0 = [P; E[x]] + pos                                  as in prompt tuning
 
 phi = (U, W_1, b_1, W_2, b_2) trains; the base is frozen unless `train_base` (full-model prompt tuning:
-phi and theta together). W_2 and b_2 start at 0, so P = U at step 0 (U is initialised like a soft
+phi and theta together). W_2, b_2 and b_1 start at 0, so P = U at step 0 (U is initialised like a soft
 prompt). The network couples the prompt vectors through shared weights, which can make training
 steadier than updating every vector on its own.
 
@@ -18,15 +18,14 @@ Docs: docs/tuning.md (prompt encoder).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from minilm.model import Transformer
+from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.methods.base import Reparameterized, check_positive_int
+from minilm.tuning.methods.base import Reparameterized
 from minilm.tuning.methods.prompt import INIT_HELP, PromptSettings, check_init, initial_prompt, parse_init
 
 
@@ -65,66 +64,41 @@ class PromptEncoder(Reparameterized):
     """A soft prompt produced by `PromptMLP` while training; plain vectors P once folded."""
 
     name = "prompt-encoder"
-    mixable = True
+    Settings = PromptEncoderSettings
     network_attr, output_attr = "encoder", "P"
 
-    def __init__(
-        self,
-        prompt_len: int,
-        d_model: int,
-        hidden: int = PromptEncoderSettings.hidden,
-        init: str = PromptEncoderSettings.init,
-        seed: int = 0,
-        train_base: bool = PromptEncoderSettings.train_base,
-    ) -> None:
-        super().__init__()
-        check_positive_int("prompt length", prompt_len)
-        check_positive_int("prompt encoder hidden width", hidden)
-        self.d_model, self.hidden, self.init, self.seed, self.train_base = d_model, hidden, init, seed, train_base
-        self.encoder: PromptMLP | None = PromptMLP(prompt_len, d_model, hidden)
-        self.register_parameter("P", None)
-        self._prompt_len = prompt_len
+    @property
+    def mixable(self) -> bool:
+        """Rows of one batch may use different tasks' prompts, unless the base trains too (train_base)."""
+        return not self.settings.train_base
 
-    @classmethod
-    def for_base(
-        cls,
-        base: Transformer,
-        prompt_len: int = PromptEncoderSettings.prompt_len,
-        hidden: int = PromptEncoderSettings.hidden,
-        init: str = PromptEncoderSettings.init,
-        train_base: bool = PromptEncoderSettings.train_base,
-        *,
-        seed: int = 0,
-        tokenizer: Tokenizer | None = None,
-    ) -> PromptEncoder:
-        method = cls(prompt_len, base.config.d_model, hidden, init, seed, train_base)
-        kind, text = parse_init(init)
-        assert method.encoder is not None
+    def __init__(self, settings: PromptEncoderSettings | None, config: ModelConfig, seed: int = 0) -> None:
+        super().__init__(settings, config, seed)
+        self.d_model = config.d_model
+        self.encoder: PromptMLP | None = self.new_network()
+        self.register_parameter("P", None)
+
+    def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
+        """U at step 0 as a soft prompt's P (settings.init); W_1 drawn from the seed, b_1 = 0 (W_2 = 0, so P = U)."""
+        s, encoder = self.settings, self.encoder
+        assert encoder is not None
+        kind, text = parse_init(s.init)
         with torch.no_grad():
-            method.encoder.U.copy_(initial_prompt(base, prompt_len, kind, seed, tokenizer, text))
-            g = torch.Generator().manual_seed(seed + 1)
-            nn.init.normal_(method.encoder.W_1.weight, 0.0, 1.0 / hidden**0.5, generator=g)
-        return method
+            encoder.U.copy_(initial_prompt(base, s.prompt_len, kind, self.seed, tokenizer, text))
+            g = torch.Generator().manual_seed(self.seed + 1)
+            nn.init.normal_(encoder.W_1.weight, 0.0, 1.0 / s.hidden**0.5, generator=g)
+            nn.init.zeros_(encoder.W_1.bias)  # not PyTorch's default draw, which would come from the global generator
 
     def new_network(self) -> PromptMLP:
-        return PromptMLP(self._prompt_len, self.d_model, self.hidden)
+        return PromptMLP(self.settings.prompt_len, self.d_model, self.settings.hidden)
 
     def setup(self, base: Transformer) -> None:
-        base.requires_grad_(self.train_base)
+        base.requires_grad_(self.settings.train_base)
 
     @property
     def prompt_length(self) -> int:
-        return self._prompt_len
+        return self.settings.prompt_len
 
     def soft_prompt(self) -> Tensor:
         """P (n, d): g_phi(U) while training, the stored vectors once folded."""
         return self.computed()
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "prompt_len": self._prompt_len,
-            "hidden": self.hidden,
-            "init": self.init,
-            "seed": self.seed,
-            "train_base": self.train_base,
-        }
