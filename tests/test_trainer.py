@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_config
 
 from minilm import Tokenizer, Transformer
+from minilm.files import save_state
 from minilm.training.corpus import prepare_corpus
 from minilm.training.optimizer import learning_rate, parameter_groups
 from minilm.training.trainer import TrainConfig, Trainer
@@ -113,6 +114,18 @@ def test_resume_after_an_interruption_ends_bitwise_equal_to_an_uninterrupted_run
     records = [json.loads(line) for line in (tmp_path / "broken" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["split"] == "train"]
     assert steps == [1, 5, 10, 15, 20, 25, 30, 35, 40]  # step 15, logged after the checkpoint, is not there twice
+
+
+def test_a_training_state_written_before_the_shared_loop_still_resumes(small_corpus, tmp_path):
+    """A train_state.pt in the earlier layout (best_val_loss, tokens_seen, no "kind") resumes like today's."""
+    make_trainer(small_corpus, tmp_path, max_steps=20).fit(stop_at=15)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("kind", "best", "seen")}
+    old.update(best_val_loss=state["best"], tokens_seen=state["seen"])
+    save_state(old, tmp_path / "train_state.pt")
+    resumed = make_trainer(small_corpus, tmp_path, max_steps=20, resume=True)
+    assert (resumed.step, resumed.best, resumed.seen) == (state["step"], state["best"], state["seen"])
+    assert resumed.fit()["step"] == 20
 
 
 def test_gradient_accumulation_matches_one_big_batch(small_corpus, tmp_path):

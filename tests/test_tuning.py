@@ -7,6 +7,8 @@ and a short run on the synthetic task (tests/synthetic_task.py) lowers the loss 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import random_ids, tiny_config
@@ -173,6 +175,25 @@ def test_save_then_load_reproduces_outputs_exactly(tmp_path, method, readout, ca
     torch.testing.assert_close(loaded(ids, mask), expected, rtol=0, atol=0)
     assert loaded.counts()["tuned"] == model.counts()["tuned"]
     assert (tmp_path / REPARAM_FILE).exists() == (method in ("prefix", "prompt-encoder"))
+
+
+@pytest.mark.parametrize("layout", ["verbalizer", "template"])
+def test_a_tuned_folder_with_a_readout_of_the_earlier_layouts_still_loads(tmp_path, layout):
+    """Before there was one verbalizer readout, tuned.json held {"kind": "verbalizer", "label_token_ids"} (words read
+    after the text) or {"kind": "template", ...}; both load as today's VerbalizerReadout with the same scores."""
+    model = tuned("prompt", readout="verbalizer").eval()
+    ids, mask = batch(seed=4)
+    expected = model(ids, mask)
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "tuned.json").read_text())
+    r = meta["readout"]
+    if layout == "verbalizer":
+        meta["readout"] = {"kind": "verbalizer", "n_classes": 2, "label_token_ids": [w[0] for w in r["words"]]}
+    else:
+        meta["readout"] = {**r, "kind": "template"}
+    (tmp_path / "tuned.json").write_text(json.dumps(meta))
+    loaded = TunedModel.load(tmp_path, Transformer(tiny_config(), seed=0)).eval()
+    torch.testing.assert_close(loaded(ids, mask), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", METHODS)
