@@ -25,34 +25,28 @@ def fails(capsys, argv: list[str], *fragments: str) -> str:
     return err
 
 
+def tiny_run(
+    context: int = 32, steps: int = 6, every: int = 3, windows: int = 8, warmup: int = 2, log: int = 0
+) -> list[str]:
+    """pretrain flags of a 1-layer, 32-wide model trained for `steps`, evaluated every `every` steps and logged every
+    `log` steps (0: as often as it is evaluated)."""
+    sizes = f"--vocab 300 --layers 1 --width 32 --heads 2 --context {context} --batch-size 8"
+    schedule = f"--max-steps {steps} --eval-every {every} --eval-windows {windows} --log-every {log or every}"
+    schedule += f" --warmup-steps {warmup}"
+    return f"{sizes} {schedule}".split()
+
+
+def fast_tune(steps: int) -> list[str]:
+    """tune flags of a `steps`-step run of batches of 4 on the CPU, evaluated at its last step."""
+    return (
+        f"--max-steps {steps} --eval-every {steps} --batch-size 4 --log-every 1 --warmup-steps 1 --device cpu".split()
+    )
+
+
 def pretrain_tiny(tmp_path_factory, context: int = 32, chars: int = 30_000) -> Path:
     """A 1-layer, 32-wide causal run pretrained for a few steps on the head of the Shakespeare text."""
     text = tmp_path_factory.mktemp("data") / "shakespeare_head.txt"
     text.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:chars], encoding="utf-8")
     out = tmp_path_factory.mktemp("runs") / "causal"
-    flags = [
-        "--vocab",
-        "300",
-        "--layers",
-        "1",
-        "--width",
-        "32",
-        "--heads",
-        "2",
-        "--context",
-        str(context),
-        "--batch-size",
-        "8",
-        "--max-steps",
-        "6",
-        "--eval-every",
-        "3",
-        "--eval-windows",
-        "8",
-        "--log-every",
-        "3",
-        "--warmup-steps",
-        "2",
-    ]
-    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *flags]) == 0
+    assert train.main(["pretrain", "--data", str(text), "--out", str(out), *tiny_run(context)]) == 0
     return out

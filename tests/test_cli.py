@@ -13,32 +13,9 @@ import safetensors.torch
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-from cli_support import fails, train  # noqa: E402  (train.py is a script at the repository root)
+from cli_support import fails, tiny_run, train  # noqa: E402  (train.py is a script at the repository root)
 
-TINY = [
-    "--vocab",
-    "300",
-    "--layers",
-    "1",
-    "--width",
-    "32",
-    "--heads",
-    "2",
-    "--context",
-    "32",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "6",
-    "--eval-every",
-    "3",
-    "--eval-windows",
-    "8",
-    "--log-every",
-    "3",
-    "--warmup-steps",
-    "2",
-]
+TINY = tiny_run()
 
 
 @pytest.fixture(scope="module")

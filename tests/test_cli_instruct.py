@@ -10,6 +10,11 @@ import pytest
 from cli_support import fails, pretrain_tiny, train
 
 
+def instruct(base: Path, data: Path, out: Path, *flags: str) -> list[str]:
+    """The instruct command line for `base`, `data` and `out`, with `flags`."""
+    return ["instruct", "--base", str(base), "--data", str(data), "--out", str(out), *flags]
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
     return pretrain_tiny(tmp_path_factory, context=128, chars=20000)
@@ -29,14 +34,10 @@ def data_dir(tmp_path_factory) -> Path:
 
 def test_instruct_trains_saves_a_run_and_answers_an_unseen_instruction(tmp_path, base_run, data_dir, capsys):
     out = tmp_path / "inst"
-    argv = [
-        "instruct",
-        "--base",
-        str(base_run),
-        "--data",
-        str(data_dir),
-        "--out",
-        str(out),
+    argv = instruct(
+        base_run,
+        data_dir,
+        out,
         "--max-steps",
         "3",
         "--batch-size",
@@ -47,7 +48,7 @@ def test_instruct_trains_saves_a_run_and_answers_an_unseen_instruction(tmp_path,
         "whether tis nobler",
         "--precision",
         "fp32",
-    ]
+    )
     assert train.main(argv) == 0
     printed = capsys.readouterr().out
     assert "loss L_LM + 1 L_align" in printed and "dev exact match on 2 unseen inputs" in printed
@@ -57,14 +58,10 @@ def test_instruct_trains_saves_a_run_and_answers_an_unseen_instruction(tmp_path,
 
 
 def test_output_only_mode_is_announced(tmp_path, base_run, data_dir, capsys):
-    argv = [
-        "instruct",
-        "--base",
-        str(base_run),
-        "--data",
-        str(data_dir),
-        "--out",
-        str(tmp_path / "o"),
+    argv = instruct(
+        base_run,
+        data_dir,
+        tmp_path / "o",
         "--max-steps",
         "1",
         "--batch-size",
@@ -72,7 +69,7 @@ def test_output_only_mode_is_announced(tmp_path, base_run, data_dir, capsys):
         "--output-only",
         "--eval-examples",
         "1",
-    ]
+    )
     assert train.main(argv) == 0
     assert "loss L_align," in capsys.readouterr().out
 
@@ -86,57 +83,27 @@ def test_instruct_errors_are_one_line(tmp_path, base_run, data_dir, capsys):
     (bad / "dev.jsonl").write_text('{"instruction": "x"}\n', encoding="utf-8")
     fails(
         capsys,
-        ["instruct", "--base", str(base_run), "--data", str(bad), "--out", str(tmp_path / "b")],
+        instruct(base_run, bad, tmp_path / "b"),
         "train.jsonl line 1",
     )
     done = tmp_path / "done"
     assert (
-        train.main(
-            [
-                "instruct",
-                "--base",
-                str(base_run),
-                "--data",
-                str(data_dir),
-                "--out",
-                str(done),
-                "--max-steps",
-                "1",
-                "--batch-size",
-                "2",
-                "--eval-examples",
-                "1",
-            ]
-        )
+        train.main(instruct(base_run, data_dir, done, "--max-steps", "1", "--batch-size", "2", "--eval-examples", "1"))
         == 0
     )
     capsys.readouterr()
     fails(
         capsys,
-        ["instruct", "--base", str(base_run), "--data", str(data_dir), "--out", str(done)],
+        instruct(base_run, data_dir, done),
         "already holds an instruction-tuned run",
     )
 
 
 def test_instruct_resumes_where_it_stopped_and_keeps_the_best_weights(tmp_path, base_run, data_dir, capsys):
     out = tmp_path / "inst"
-    common = [
-        "instruct",
-        "--base",
-        str(base_run),
-        "--data",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--batch-size",
-        "2",
-        "--eval-every",
-        "2",
-        "--eval-examples",
-        "2",
-        "--precision",
-        "fp32",
-    ]
+    common = instruct(
+        base_run, data_dir, out, "--batch-size", "2", "--eval-every", "2", "--eval-examples", "2", "--precision", "fp32"
+    )
     assert train.main([*common, "--max-steps", "2"]) == 0
     assert (out / "best.safetensors").is_file() and (out / "train_state.pt").is_file()
     capsys.readouterr()
@@ -147,14 +114,10 @@ def test_instruct_resumes_where_it_stopped_and_keeps_the_best_weights(tmp_path, 
 
 
 def test_instruct_stops_early_when_dev_exact_match_stops_improving(tmp_path, base_run, data_dir, capsys):
-    argv = [
-        "instruct",
-        "--base",
-        str(base_run),
-        "--data",
-        str(data_dir),
-        "--out",
-        str(tmp_path / "e"),
+    argv = instruct(
+        base_run,
+        data_dir,
+        tmp_path / "e",
         "--batch-size",
         "2",
         "--max-steps",
@@ -167,7 +130,7 @@ def test_instruct_stops_early_when_dev_exact_match_stops_improving(tmp_path, bas
         "2",
         "--lr",
         "1e-6",
-    ]
+    )
     assert train.main(argv) == 0
     out = capsys.readouterr().out
     assert "early stop: dev exact match has not improved for 1 evaluations" in out
@@ -188,20 +151,6 @@ def test_instruct_answers_the_first_new_phrasing_instruction_by_default(tmp_path
         json.dumps({"instruction": "Say the opening word.", "input": "be quick", "output": "be"}) + "\n",
         encoding="utf-8",
     )
-    argv = [
-        "instruct",
-        "--base",
-        str(base_run),
-        "--data",
-        str(folder),
-        "--out",
-        str(tmp_path / "n"),
-        "--max-steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--eval-examples",
-        "1",
-    ]
+    argv = instruct(base_run, folder, tmp_path / "n", "--max-steps", "1", "--batch-size", "2", "--eval-examples", "1")
     assert train.main(argv) == 0
     assert "unseen instruction: 'Say the opening word.' input: 'be quick'" in capsys.readouterr().out

@@ -9,27 +9,14 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
-from cli_support import fails, pretrain_tiny, train
+from cli_support import fails, fast_tune, pretrain_tiny, train
 
 from minilm import ModelConfig
 from minilm.cli import build_parser
 from minilm.model import parameter_count
 from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
 
-FAST = [
-    "--max-steps",
-    "3",
-    "--eval-every",
-    "3",
-    "--batch-size",
-    "4",
-    "--log-every",
-    "1",
-    "--warmup-steps",
-    "1",
-    "--device",
-    "cpu",
-]
+FAST = fast_tune(3)
 METHOD_FLAGS = {
     "prompt": ["--prompt-len", "4"],
     "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],

@@ -11,50 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import fails, pretrain_tiny, train
+from cli_support import fails, fast_tune, pretrain_tiny, tiny_run, train
 
 from minilm.outputs import MARKER, OutputKind, check_output, claim_output, output_kind
 
 KIND = OutputKind("thing", "a thing", ("a.json", "b.bin", "sub/"))
 OTHER = OutputKind("other", "another thing", ("c.json",))
-FAST_TUNE = [
-    "--max-steps",
-    "2",
-    "--eval-every",
-    "2",
-    "--batch-size",
-    "4",
-    "--log-every",
-    "1",
-    "--warmup-steps",
-    "1",
-    "--device",
-    "cpu",
-]
-TINY = [
-    "--vocab",
-    "300",
-    "--layers",
-    "1",
-    "--width",
-    "32",
-    "--heads",
-    "2",
-    "--context",
-    "32",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "2",
-    "--eval-every",
-    "2",
-    "--eval-windows",
-    "4",
-    "--log-every",
-    "1",
-    "--warmup-steps",
-    "1",
-]
+FAST_TUNE = fast_tune(2)
+TINY = tiny_run(steps=2, every=2, windows=4, warmup=1, log=1)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

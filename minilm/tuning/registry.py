@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minilm.model import Transformer
+from minilm.settings import flag_of
 from minilm.tokenizer import Tokenizer
 from minilm.tuning import methods
 from minilm.tuning.methods import TuningMethod
@@ -70,6 +71,14 @@ def setting_keys(spec: MethodSpec) -> list[str]:
     if flags:
         return [flag.removeprefix("--").replace("-", "_") for flag, _ in flags.values()]
     return [setting_key(f) for f in dataclasses.fields(spec.settings)]
+
+
+def setting_flags(spec: MethodSpec) -> list[str]:
+    """The command-line flags of `setting_keys(spec)`, in the same order."""
+    flags = getattr(spec.settings, "FLAGS", None)
+    if flags:
+        return [flag for flag, _ in flags.values()]
+    return [flag_of(f) for f in dataclasses.fields(spec.settings)]
 
 
 def settings_from(spec: MethodSpec, values: dict[str, Any]) -> Any:

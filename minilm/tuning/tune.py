@@ -27,7 +27,7 @@ from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.methods import FreezeSettings
 from minilm.tuning.readouts import READOUTS, Readout, build_readout
-from minilm.tuning.registry import METHODS, MethodSpec, method_spec, setting_keys, settings_from
+from minilm.tuning.registry import METHODS, MethodSpec, method_spec, setting_flags, setting_keys, settings_from
 from minilm.tuning.tasks import Task, load_task
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 from minilm.tuning.tuned import LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
@@ -83,15 +83,18 @@ TARGET_SETTINGS = tuple(f.name for f in dataclasses.fields(TuneTarget))
 LOOP_SETTINGS = tuple(f.name for f in dataclasses.fields(TuneConfig))
 APPLIES: dict[str, list[str]] = {}
 """Each method setting's key -> the methods it belongs to."""
+FLAGS: dict[str, str] = {}
+"""Each method setting's key -> its flag (--no-reparam for reparameterize)."""
 for _spec in METHODS.values():
-    for _key in setting_keys(_spec):
+    for _key, _flag in zip(setting_keys(_spec), setting_flags(_spec)):
         APPLIES.setdefault(_key, []).append(_spec.name)
+        FLAGS[_key] = _flag
 FIXED_FOR_A_TUNE = ("base", "weights", "task", "method", "readout", "label_words", "template", "seed", *APPLIES)
 """What a resumed tune must keep."""
 
 
 def flag(key: str) -> str:
-    return "--" + key.replace("_", "-") if key != "reparameterize" else "--no-reparam"
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
 def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str, Any], Path]:
