@@ -44,6 +44,15 @@ def test_torch_requirement_admits_2_13_0_and_core_dependencies_are_declared():
     assert metadata.metadata("minilm")["Requires-Python"] == ">=3.10"
 
 
+def test_the_cuda_extra_installs_triton_only_where_triton_publishes_wheels():
+    """The README's install (`.[test,cuda]`) works on macOS and Windows: Triton's marker is false there."""
+    triton = [Requirement(r) for r in metadata.requires("minilm") if r.startswith("triton")]
+    assert len(triton) == 1 and triton[0].marker is not None
+    assert triton[0].marker.evaluate({"extra": "cuda", "sys_platform": "linux"})
+    for platform in ("darwin", "win32"):
+        assert not triton[0].marker.evaluate({"extra": "cuda", "sys_platform": platform})
+
+
 def test_readme_python_examples_run(monkeypatch):
     """Every ```python block in the README is a runnable example."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
