@@ -59,7 +59,7 @@ def printed_defaults(command: str) -> dict[str, str]:
 
 
 def test_the_reader_finds_the_printed_defaults():
-    assert printed_defaults("pretrain")["max_steps"] == show(pretrain_settings({})["max_steps"])
+    assert printed_defaults("pretrain")["time_budget"] == show(pretrain_settings({})["time_budget"]) == "10m"
     assert len(printed_defaults("tune")) > 20 and len(printed_defaults("pretrain")) > 25
 
 
@@ -70,6 +70,8 @@ def test_pretrain_prints_the_defaults_it_trains_with():
             assert printed == "4 x --width" and used["d_ff"] == 4 * used["d_model"]
         elif dest == "out":
             assert printed == "runs/<objective>" and Path(used["out"]) == RUNS / used["objective"]
+        elif dest == "max_steps":
+            assert printed == "none, the time budget sizes the run" and used["max_steps"] is None
         elif dest == "cache_dir":
             assert (
                 printed == ".cache next to --out"

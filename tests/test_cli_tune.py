@@ -472,3 +472,17 @@ def test_a_template_with_a_head_or_without_the_text_field(capsys, tmp_path, base
         "--template",
     )
     fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--template", "no field here"), "no field")
+
+
+def test_tune_with_a_time_budget_records_the_steps_it_decided_for_resume_and_classify(
+    tmp_path, base_run, task_dir, capsys
+):
+    out = tmp_path / "budget"
+    flags = ["--batch-size", "4", "--device", "cpu", "--time-budget", "2s"]
+    assert train.main(tune(tmp_path, base_run, task_dir, "bitfit", *flags, out=out)) == 0
+    printed = capsys.readouterr().out
+    args = json.loads((out / "tune_args.json").read_text(encoding="utf-8"))
+    assert args["time_budget"] == "2s" and isinstance(args["max_steps"], int) and args["max_steps"] >= 1
+    assert "steps that fit in 2s" in printed and f"{args['max_steps']:,} steps fit" in printed
+    assert json.loads((out / "tuned.json").read_text(encoding="utf-8"))["tune_args"]["max_steps"] == args["max_steps"]
+    fails(capsys, ["tune", "--out", str(out), "--resume", "--time-budget", "5s"], "a resumed run continues")

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="folder with train.jsonl and dev.jsonl (default: data/instructions)",
     )
     p.add_argument("--out", metavar="DIR", help="where the tuned run goes (default: runs/instruct)")
-    add_settings(p.add_argument_group("training"), InstructConfig)
+    add_settings(p.add_argument_group("training"), InstructConfig, skip=("time_budget",))
     p.add_argument(
         "--instruction", help="an instruction to answer at the end (default: one from dev_new_phrasing.jsonl)"
     )

@@ -42,8 +42,9 @@ from minilm.prompting import (
 )
 from minilm.settings import RUNS, check_fields, override, setting
 from minilm.tokenizer import Tokenizer
+from minilm.training.budget import format_duration
 from minilm.training.device import resolve_device, resolve_precision
-from minilm.training.loop import LoopConfig, format_duration
+from minilm.training.loop import LoopConfig
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.metrics import classification_report
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout

@@ -9,6 +9,10 @@
         every eval_every steps: evaluate; keep the best checkpoint; write the training state; stop early after
                                 `patience` evaluations without a better value of the chosen metric
 
+S = max_steps, or, with a time budget instead, the steps that fit in it on this machine: the first steps are timed
+and undone, then S, the warm-up and the evaluation cadence are fixed (minilm.training.budget) and recorded in the
+run's settings file, so the run and its resumption are the fixed-step run of that length.
+
 A subclass says how one step's loss is computed (`forward_backward`), how it evaluates, what "best" saves and what
 else its checkpoint holds (the data position). Every file is written atomically, and the training state holds the
 weights, the optimizer, the step, the random generators and the data position, so `resume=True` continues bitwise
@@ -19,9 +23,12 @@ Docs: docs/training.md (one optimizer step; checkpoints, early stopping and exac
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
+import statistics
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -33,8 +40,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minilm.files import atomic_write, load_state, save_state
+from minilm.files import atomic_write, load_state, read_json, save_state
 from minilm.settings import check_fields, setting
+from minilm.training.budget import Plan, duration, format_duration, measuring_seconds, parse_duration, plan_steps
 from minilm.training.device import DEVICES, PRECISIONS, autocast, resolve_device, resolve_precision
 from minilm.training.optimizer import learning_rate, make_optimizer
 
@@ -45,7 +53,17 @@ STATE_FILE, METRICS_FILE = "train_state.pt", "metrics.jsonl"
 class LoopConfig:
     """What every loop reads. Each trainer's config subclasses it and sets its own defaults (settings.override)."""
 
-    max_steps: int = setting(2000, "optimizer steps", check="positive")
+    max_steps: int | None = setting(
+        2000, "optimizer steps; given, it fixes the run's length (no time budget)", check="positive", type=int
+    )
+    time_budget: str | None = setting(
+        None,
+        "train for this long, e.g. 90s, 10m, 1h30m: the first steps measure this machine's speed and fix max-steps, "
+        "the warm-up and the evaluation cadence (used when max-steps is not given)",
+        type=str,
+        parse=duration,
+        metavar="DURATION",
+    )
     lr: float = setting(1e-3, "peak learning rate", check="positive")
     min_lr: float | None = setting(
         0.0, "learning rate at the end of the cosine decay", check="non_negative", type=float
@@ -68,6 +86,10 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.max_steps is None and self.time_budget is None:
+            raise ValueError("give --max-steps (a fixed step count) or --time-budget (the steps that fit the time)")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)  # a one-line error for a duration that does not read
         if self.lr is not None and self.min_lr is not None and self.min_lr > self.lr:
             raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
 
@@ -107,13 +129,6 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write(path, "".join(line + "\n" for line in kept))
 
 
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
-
-
 class Loop(ABC):
     """The loop of the module docstring. Subclasses set the class attributes and implement the hooks below."""
 
@@ -125,6 +140,8 @@ class Loop(ABC):
     metric: ClassVar[str] = "loss"
     """The evaluation number that picks the best checkpoint and drives early stopping."""
     higher_is_better: ClassVar[bool] = False
+    args_file: ClassVar[str | None] = None
+    """The run's settings file in out_dir; a time budget's decision is recorded there."""
 
     def __init__(
         self,
@@ -150,6 +167,8 @@ class Loop(ABC):
         self.best = -math.inf if self.higher_is_better else math.inf
         self.train_seconds = 0.0
         """Time spent in training steps (evaluations and checkpoints excluded), this process only."""
+        self.clock: Callable[[], float] = time.perf_counter
+        """Where the loop reads the time (seconds): for the progress line and a time budget's measurements."""
 
     # ---- what a subclass provides --------------------------------------------------------------------------
     @abstractmethod
@@ -204,28 +223,109 @@ class Loop(ABC):
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to max_steps or until `patience` evaluations pass without a better `metric`. `stop_at` ends the loop
         before that step without saving, like a crash (how tests check that resuming is exact)."""
+        if self.config.max_steps is None:
+            if self.step:
+                raise ValueError(
+                    f"the run in {self.out_dir} is at step {self.step} but has no max_steps: resume it with --max-steps"
+                )
+            plan = self.plan()
+        else:
+            plan = None
         cfg = self.config
-        start_step, start_seen, start, losses = self.step, self.seen, time.perf_counter(), []
+        start_step, start_seen, start, losses = self.step, self.seen, self.clock(), []
         stopped_early = False
         try:
             while self.step < cfg.max_steps and not stopped_early:
                 if stop_at is not None and self.step >= stop_at:
                     return {"step": self.step, "interrupted": True}
-                step_start = time.perf_counter()
+                step_start = self.clock()
                 losses.append(self.train_step())
-                self.train_seconds += time.perf_counter() - step_start
+                self.train_seconds += self.clock() - step_start
                 if self.step % cfg.log_every == 0 or self.step == 1:
-                    self._progress(losses, time.perf_counter() - start, self.step - start_step, self.seen - start_seen)
+                    self._progress(losses, self.clock() - start, self.step - start_step, self.seen - start_seen)
                     losses = []
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    stopped_early = self._evaluate_and_checkpoint(time.perf_counter() - start)
+                    stopped_early = self._evaluate_and_checkpoint(self.clock() - start)
         except KeyboardInterrupt:
             self.log(
                 f"\ninterrupted at step {self.step}; the last checkpoint in {self.out_dir} is intact: continue it "
                 "with --resume"
             )
             raise
-        return {"step": self.step, "stopped_early": stopped_early, f"best_{self.eval_split}_{self.metric}": self.best}
+        summary = {
+            "step": self.step,
+            "stopped_early": stopped_early,
+            f"best_{self.eval_split}_{self.metric}": self.best,
+        }
+        if plan is not None:
+            summary["budget_used_s"] = plan.measured_s + self.clock() - start
+            self.log(
+                f"time budget {format_duration(plan.budget_s)}: measuring and {self.step:,} steps took "
+                f"{format_duration(summary['budget_used_s'])}"
+            )
+        return summary
+
+    def plan(self) -> Plan:
+        """Size the run by config.time_budget: time the first steps, undo them, and fix max_steps, the warm-up and the
+        evaluation cadence to what fits (minilm.training.budget); the decision goes into the run's settings file."""
+        cfg, start = self.config, self.clock()
+        budget = parse_duration(cfg.time_budget)
+        self.log(f"time budget {format_duration(budget)}: timing the first steps on this machine (then undone)")
+        before = (
+            copy.deepcopy(self.checkpoint_state()),
+            copy.deepcopy(self.optimizer.state_dict()),
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        )
+
+        def undo() -> None:
+            self.restore(copy.deepcopy(before[0]))
+            self.optimizer.load_state_dict(before[1])
+            torch.set_rng_state(before[2])
+            if before[3] is not None:
+                torch.cuda.set_rng_state_all(before[3])
+            self.step = self.seen = 0
+
+        self.config = dataclasses.replace(cfg, max_steps=2**31 - 1)  # any length: the schedule of these steps is undone
+        for _ in range(2):  # the first steps pay for memory allocation (and compilation): not timed
+            self.train_step()
+        durations, timed = [], self.clock()
+        while len(durations) < 3 or self.clock() - timed < measuring_seconds(budget):
+            before_step = self.clock()
+            self.train_step()
+            durations.append(self.clock() - before_step)
+        step_s, steps = statistics.median(durations), len(durations) + 2  # the median: robust to a stray slow step
+        undo()
+        timed = self.clock()
+        if self.procs.is_main:
+            self.evaluate()
+        undo()  # an evaluation draws no random numbers, but the checkpoint must hold the state of step 0
+        self._save_state()
+        eval_s = self.clock() - timed
+        times = torch.tensor([step_s, eval_s], dtype=torch.float64)
+        if self.procs.world_size > 1:  # the slowest process sets the pace; every process decides the same plan
+            dist.all_reduce(times, op=dist.ReduceOp.MAX)
+        plan = plan_steps(
+            budget,
+            self.clock() - start,
+            float(times[0]),
+            float(times[1]),
+            steps,
+            cfg.warmup_steps,
+            cfg.eval_every,
+        )
+        self.config = dataclasses.replace(cfg, **plan.settings())
+        self.train_seconds = 0.0
+        self.planned(plan)
+        self.log(plan.describe())
+        return plan
+
+    def planned(self, plan: Plan) -> None:
+        """Record a time budget's decision in the run's settings file (args_file), so --resume continues it."""
+        path = self.out_dir / self.args_file if self.args_file else None
+        if self.procs.is_main and path is not None and path.is_file():
+            args = {**read_json(path, "run settings"), **plan.settings(), "time_budget_plan": plan.record()}
+            atomic_write(path, json.dumps(args, indent=2) + "\n")
 
     def _progress(self, losses: list[float], elapsed: float, steps: int, items: int) -> None:
         per_step, rate = elapsed / steps, items / elapsed

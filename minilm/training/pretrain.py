@@ -25,6 +25,7 @@ from minilm.model.generate import format_candidates
 from minilm.outputs import check_output, claim_output
 from minilm.settings import RUNS, settings_fields
 from minilm.tokenizer import Tokenizer
+from minilm.training.budget import run_length
 from minilm.training.corpus import CorpusConfig, prepare_corpus, read_corpus
 from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.loop import Processes
@@ -76,6 +77,7 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
                 )
         settings.update({k: v for k, v in saved.items() if k in settings})
     settings.update(given)
+    settings.update(run_length(given, resume))
     settings["out"] = str(out)
     settings["cache_dir"] = str(Path(settings["cache_dir"] or out.parent / ".cache").resolve())
     if settings["d_ff"] is None:

@@ -33,7 +33,7 @@ from minilm.training.corpus import Corpus, pack_lines, sample_blocks, sample_win
 from minilm.training.evaluate import evaluate_causal, evaluate_masked
 from minilm.training.loop import LoopConfig, Processes
 from minilm.training.objectives import causal_lm_loss, mask_tokens, masked_lm_loss_on_selected
-from minilm.training.run import BEST_WEIGHTS, RunLoop
+from minilm.training.run import BEST_WEIGHTS, TRAIN_ARGS, RunLoop
 
 OBJECTIVES = ("causal", "masked")
 
@@ -44,6 +44,7 @@ class TrainConfig(LoopConfig):
     summed over accumulation steps and processes, so a run means the same thing on 1 or N processes.
 
     The defaults are `python train.py`'s: chosen by measuring on 2 CPU cores (docs/training.md, docs/performance.md).
+    The run's length is a time budget by default (minilm.training.budget); max_steps fixes a step count instead.
     """
 
     objective: str = setting("causal", "causal LM or masked LM", choices=OBJECTIVES)
@@ -52,7 +53,20 @@ class TrainConfig(LoopConfig):
     mask_prob: float = setting(0.15, "masked objective: share of tokens selected", check="probability")
     eval_windows: int = setting(64, "validation windows (or blocks) per periodic evaluation", check="positive")
     compile: bool = setting(False, "torch.compile the model")
-    max_steps: int = override(LoopConfig, "max_steps", 1800)
+    max_steps: int | None = override(
+        LoopConfig,
+        "max_steps",
+        None,
+        help="optimizer steps; given, it fixes the run's length instead of --time-budget (default: none, the time "
+        "budget sizes the run)",
+    )
+    time_budget: str | None = override(
+        LoopConfig,
+        "time_budget",
+        "10m",
+        help="train for this long, e.g. 90s, 10m, 1h30m: the first steps measure this machine's speed and fix "
+        "max-steps, the warm-up and the evaluation cadence; evaluating the best weights and the sample come after",
+    )
     lr: float = override(LoopConfig, "lr", 2e-3)
     min_lr: float | None = override(LoopConfig, "min_lr", 2e-4)
     weight_decay: float = override(LoopConfig, "weight_decay", 0.1)
@@ -114,6 +128,7 @@ class Trainer(RunLoop):
     kind = "pretrain"
     unit = "tokens"
     eval_split = "val"
+    args_file = TRAIN_ARGS
 
     def __init__(
         self,

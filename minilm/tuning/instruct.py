@@ -64,6 +64,7 @@ class InstructTrainer(RunLoop):
     kind = "instruct"
     metric = "exact_match"
     higher_is_better = True
+    args_file = ARGS_FILE
 
     def __init__(
         self,

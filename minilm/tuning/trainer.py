@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from minilm.settings import override, setting
 from minilm.tokenizer import Tokenizer
+from minilm.training.budget import Plan
 from minilm.training.loop import Loop, LoopConfig
 from minilm.tuning.metrics import classification_report
 from minilm.tuning.registry import DEFAULT_LR
 from minilm.tuning.tasks import Example, Task
-from minilm.tuning.tuned import LAST_DIR, TunedModel
+from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, TunedModel
 
 SUMMARY = ("loss", "accuracy", "macro_f1", "n")
 
@@ -86,6 +87,7 @@ class TuneTrainer(Loop):
     kind = "tune"
     metric = "macro_f1"
     higher_is_better = True
+    args_file = ARGS_FILE
 
     def __init__(
         self,
@@ -176,6 +178,12 @@ class TuneTrainer(Loop):
                 p.copy_(state["trainable"][name])
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]
+
+    def planned(self, plan: Plan) -> None:
+        """The time budget's decision in tune_args.json and in the settings every saved tuned.json carries."""
+        super().planned(plan)
+        if isinstance(self.extra.get("tune_args"), dict):
+            self.extra["tune_args"] = {**self.extra["tune_args"], **plan.settings()}
 
     def upgrade_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """A state written before the loop was shared (no "kind" key) in today's form."""

@@ -23,6 +23,7 @@ from minilm.files import atomic_write
 from minilm.model import ModelConfig
 from minilm.outputs import check_output, claim_output
 from minilm.settings import RUNS, setting
+from minilm.training.budget import run_length
 from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.methods import FreezeSettings
@@ -30,7 +31,7 @@ from minilm.tuning.readouts import READOUTS, Readout, build_readout
 from minilm.tuning.registry import METHODS, MethodSpec, method_spec, setting_flags, setting_keys, settings_from
 from minilm.tuning.tasks import Task, load_task
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
-from minilm.tuning.tuned import LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
+from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
 
 
 def parse_label_words(text: str) -> tuple[str, ...]:
@@ -115,7 +116,7 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
         raise ValueError("--resume needs --out DIR (or --task and --method, to find runs/tune-<task>-<method>)")
     saved: dict[str, Any] = {}
     if resume:
-        args_path = out / "tune_args.json"
+        args_path = out / ARGS_FILE
         if not args_path.is_file():
             raise ValueError(
                 f"--resume: {out} holds no tune to continue (no tune_args.json); start one without --resume"
@@ -136,6 +137,7 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
     s = {**dataclasses.asdict(TuneTarget()), **TuneConfig().to_dict()}
     s.update({k: v for k, v in saved.items() if k in s or k in setting_keys(spec)})
     s.update(given)
+    s.update(run_length(given, resume))
     s["out"] = str(out)
     settings = settings_from(spec, s)  # the method's settings, validated
     s.update(method_settings_keys(spec, settings))
@@ -271,14 +273,15 @@ def tune(
             f"in the base's context of {c.max_len}; their ends are cut"
         )
     log(
-        f"training: {resolve_precision(s['precision'], device)}, lr {s['lr']:g}, {s['max_steps']} steps of "
+        f"training: {resolve_precision(s['precision'], device)}, lr {s['lr']:g}, "
+        f"{s['max_steps'] or 'the'} steps{'' if s['max_steps'] else ' that fit in ' + s['time_budget']} of "
         f"{s['batch_size']} examples, dev evaluation every {s['eval_every']} steps "
         f"(patience {s['patience'] or 'off'}); out {out}"
     )
 
     claim_output(out, TUNE, fresh=not resume)  # only now that every input is known to be good
     saved = {**{k: v for k, v in s.items() if k != "device"}, "out": str(out.resolve())}
-    atomic_write(out / "tune_args.json", json.dumps(saved, indent=2) + "\n")
+    atomic_write(out / ARGS_FILE, json.dumps(saved, indent=2) + "\n")
     extra = {"base_run": str(base_dir), "base_weights": s["weights"], "task": s["task"], "tune_args": saved}
     trainer = TuneTrainer(model, tokenizer, task, config, out, resume=resume, log=log, extra_metadata=extra)
     summary = trainer.fit()
