@@ -41,6 +41,7 @@ MINIMAL = {
     "eval": ["--from", "r"],
     "plot": ["--from", "r"],
     "classify": ["--from", "t", "--text", "x"],
+    "export": ["--from", "r", "--to", "d"],
 }
 
 
