@@ -1,4 +1,4 @@
-"""`train.py plot`: the loss curves of a run's metrics.jsonl as a PNG (needs matplotlib).
+"""`train.py plot`: a run's loss, learning rate and dev metrics from its metrics.jsonl, as one PNG (needs matplotlib).
 
 Docs: docs/cli.md (plot).
 """
@@ -10,7 +10,7 @@ import argparse
 from minilm.cli.flags import command
 from minilm.training.plot import plot_run
 
-HELP = "draw the run's loss curves to DIR/loss.png (needs matplotlib)"
+HELP = "draw the run's loss, learning rate and dev metrics over steps to DIR/loss.png (needs matplotlib)"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,6 +16,8 @@ and sees every key j <= i + (T_k - T_q): the causal diagonal is shifted by the e
 prefix is visible to every query. `key_mask` (B, T_k) is True at keys that may be attended
 (False at padding). The mask M itself is `minilm.model.masks.attention_mask`.
 
+`attention_probs` is the softmax on its own: `MultiHeadAttention.probs` returns it for a layer (the attention map).
+
 Docs: docs/attention.md (the equation, the mask, the backends), docs/kernels.md (the triton backend).
 """
 
@@ -34,12 +36,10 @@ from minilm.model.kv_cache import LayerCache
 from minilm.model.masks import attention_mask
 
 
-def scaled_dot_product_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
-) -> Tensor:
-    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V, with M = 0 where `mask` is True and -inf elsewhere.
+def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+    """probs = softmax(Q K^T / sqrt(d_k) + M), (B, h, T_q, T_k): row i is how query i splits its attention over keys.
 
-    A query row with no visible key gets probabilities 0 (not NaN), so its output is the zero vector.
+    M = 0 where `mask` is True and -inf elsewhere. A query row with no visible key gets probabilities 0 (not NaN).
     """
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)
@@ -48,6 +48,17 @@ def scaled_dot_product_attention(
     probs = torch.softmax(scores, dim=-1)
     if mask is not None:
         probs = probs.masked_fill(~mask, 0.0)  # a fully masked row is softmax(-inf, ..., -inf) = NaN; make it 0
+    return probs
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> Tensor:
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V, with M = 0 where `mask` is True and -inf elsewhere.
+
+    A query row with no visible key gets probabilities 0 (not NaN), so its output is the zero vector.
+    """
+    probs = attention_probs(q, k, mask)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     return probs @ v
@@ -162,6 +173,27 @@ class MultiHeadAttention(nn.Module):
         B, _, T, _ = x.shape
         return x.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
 
+    def project(self, x: Tensor, prefix: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Q = X W_Q, K = [prefix_k; X W_K], V = [prefix_v; X W_V], split into heads: (B, h, T or P + T, d_k)."""
+        q = self.split_heads(self.W_q(x))
+        k = self.split_heads(self.W_k(x))
+        v = self.split_heads(self.W_v(x))
+        if prefix is not None:
+            prefix_k, prefix_v = prefix
+            k = torch.cat([prefix_k.to(k.dtype), k], dim=2)
+            v = torch.cat([prefix_v.to(v.dtype), v], dim=2)
+        return q, k, v
+
+    def probs(self, x: Tensor, key_mask: Tensor | None = None, prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """softmax(Q K^T / sqrt(d_k) + M) of every head, (B, h, T, P + T): the weights `forward` applies to V.
+
+        Computed on the math path (`attention_probs`) from the same Q and K as `forward`, whatever the backend; the
+        fused backends never form this matrix. No cache: the keys are [prefix; x]. `layer_probs`
+        (minilm/model/attention_probs.py) asks every layer for it.
+        """
+        q, k, _ = self.project(x, prefix)
+        return attention_probs(q, k, attention_mask(q.size(-2), k.size(-2), self.causal, key_mask, q.device))
+
     def forward(
         self,
         x: Tensor,
@@ -175,13 +207,7 @@ class MultiHeadAttention(nn.Module):
         cache: earlier keys/values of this layer; the new ones are appended to it.
         key_mask: (B, T_k) over all keys [cache, prefix, x], True where a key may be attended.
         """
-        q = self.split_heads(self.W_q(x))
-        k = self.split_heads(self.W_k(x))
-        v = self.split_heads(self.W_v(x))
-        if prefix is not None:
-            prefix_k, prefix_v = prefix
-            k = torch.cat([prefix_k.to(k.dtype), k], dim=2)
-            v = torch.cat([prefix_v.to(v.dtype), v], dim=2)
+        q, k, v = self.project(x, prefix)
         if cache is not None:
             k, v = cache.append(k, v)
         dropout_p = self.dropout_p if self.training else 0.0

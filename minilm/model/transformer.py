@@ -111,6 +111,40 @@ class Transformer(nn.Module):
                         prefix is shorter than P pad it with False (None: every prefix position is used)
         cache           a KVCache to continue from; it is extended in place with this call's keys/values
         """
+        x, key_mask, layer_prefixes = self.block_inputs(
+            input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            prefix=prefix,
+            prefix_mask=prefix_mask,
+            cache=cache,
+        )
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            if recompute and layer_cache is None:
+                # keep only the block's input; its activations are recomputed (same dropout masks) in backward
+                x = torch.utils.checkpoint.checkpoint(block, x, key_mask, layer_prefixes[i], use_reentrant=False)
+            else:
+                x = block(x, key_mask, layer_prefixes[i], layer_cache)
+        return self.ln_f(x)
+
+    def block_inputs(
+        self,
+        input_ids: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        prefix: Prefix | None = None,
+        prefix_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[Tensor, Tensor | None, list[tuple[Tensor, Tensor] | None]]:
+        """(h_0, key mask, per-layer prefixes): what every block takes, from the inputs of `hidden_states`.
+
+        h_0 = E[x] + P[pos] (B, T, d); the key mask (B, S + P + T) over [cached; prefix; tokens], or None when every
+        key is visible; one (prefix_k, prefix_v) or None per block. With a cache, its positions, token count and key
+        mask move past this call's tokens here (the blocks then append their keys and values).
+        """
         x = self._token_embeddings(input_ids, inputs_embeds)
         B, T, _ = x.shape
         real = self._real_token_mask(attention_mask, B, T, x.device)
@@ -127,20 +161,11 @@ class Transformer(nn.Module):
         n_prefix = layer_prefixes[0][0].size(2) if layer_prefixes[0] is not None else 0
         prefix_visible = self._prefix_mask(prefix_mask, B, n_prefix, x.device)
         key_mask = self._key_mask(cache, n_prefix, prefix_visible, real, B, T, x.device)
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for i, block in enumerate(self.blocks):
-            layer_cache = cache.layers[i] if cache is not None else None
-            if recompute and layer_cache is None:
-                # keep only the block's input; its activations are recomputed (same dropout masks) in backward
-                x = torch.utils.checkpoint.checkpoint(block, x, key_mask, layer_prefixes[i], use_reentrant=False)
-            else:
-                x = block(x, key_mask, layer_prefixes[i], layer_cache)
-
         if cache is not None:
             cache.key_mask = key_mask
             cache.positions = start + (T if real is None else real.sum(dim=1))
             cache.n_tokens += T
-        return self.ln_f(x)
+        return x, key_mask, layer_prefixes
 
     # ---- input checks and masks --------------------------------------------------------------
     def _token_embeddings(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
