@@ -34,7 +34,7 @@ DESCRIBED = {  # defaults the help describes in words; the tests named here chec
     ("plot", "output"): "DIR/loss.png",  # test_cli.py::test_plot_draws_a_png_or_says_how_to_get_matplotlib
     ("classify", "report"): "DIR/eval-<split>.json",  # test_cli_tune.py::test_classify_a_split_writes_a_report_with_...
     ("instruct", "instruction"): "one from dev_new_phrasing.jsonl",  # test_instruct_answers_the_first_new_phrasing_...
-    ("attention", "output"): "attention-L<layer>.png in the current folder",  # test_attention_draws_the_last_layer_of_a_run_into_the_current_folder
+    ("attention", "output"): "attention-L<layer>.png in the current folder",  # test_attention_map.py: the CLI
 }
 MINIMAL = {
     "generate": ["--from", "r", "--prompt", "x"],
