@@ -24,6 +24,13 @@ NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 MIN_VOCAB_SIZE = NUM_SPECIAL_TOKENS + 256  # the specials plus one token per byte value
 
 
+def _byte_of_char() -> dict[str, int]:
+    """The byte-level alphabet backwards: GPT-2's printable character for each byte value -> that byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]  # the rest are shifted to U+0100 onwards, in byte order
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(others)}
+
+
 class Tokenizer:
     """minilm's tokenizer: byte-level BPE with special ids [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 [BOS]=5 [EOS]=6."""
 
@@ -111,6 +118,13 @@ class Tokenizer:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_bytes(self) -> list[bytes | None]:
+        """The bytes each id decodes to, indexed by id; None for the special tokens, which decode to no text."""
+        byte_of = _byte_of_char()
+        special = set(self.backend.get_added_tokens_decoder())
+        tokens = [self.backend.id_to_token(i) for i in range(self.vocab_size)]
+        return [None if i in special else bytes(byte_of[c] for c in token) for i, token in enumerate(tokens)]
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)

@@ -2,7 +2,8 @@
 
 `generate` draws one token at a time (minilm.model.sampling) and feeds only the new token through the model,
 reusing the cached keys and values; `fill_mask` reads a masked model's predictions at each [MASK]; `complete` turns
-text into text, restarting from the last half-context when a continuation outgrows the context.
+text into text, restarting from the last half-context when a continuation outgrows the context. Given a
+`Utf8Constraint` (minilm.model.utf8; `complete` always uses one) the drawn bytes are always valid UTF-8.
 
 Docs: docs/generation.md.
 """
@@ -18,6 +19,7 @@ from minilm.model.kv_cache import KVCache
 from minilm.model.masks import last_real_index
 from minilm.model.sampling import sample_next_token
 from minilm.model.transformer import Prefix, Transformer
+from minilm.model.utf8 import Utf8Constraint
 from minilm.tokenizer import CLS_ID, EOS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, Tokenizer
 
 
@@ -48,6 +50,7 @@ def generate(
     eos_id: int | None = EOS_ID,
     seed: int = 0,
     use_cache: bool = True,
+    utf8: Utf8Constraint | None = None,
 ) -> Tensor:
     """Continue each row of `input_ids` (B, T) by up to `max_new_tokens` tokens; returns (B, T + n).
 
@@ -60,6 +63,10 @@ def generate(
     Tuning methods enter here as in the model's forward: `prompt_embeds` (B or 1, n, d) are soft-prompt
     vectors placed before the prompt's tokens (they take n positions), `prefix` / `prefix_mask` are
     per-layer keys and values. Both are seen in the first step and live in the KV cache afterwards.
+
+    With `utf8` (`Utf8Constraint.from_tokenizer(tokenizer, config.vocab_size)`) only tokens whose bytes continue each
+    row as valid UTF-8 are drawn, greedy included; the state starts from the prompt's unfinished last character, if
+    any. The output may still end inside a character when max_new_tokens runs out (`Utf8Constraint.text` drops it).
     """
     config = model.config
     if not config.causal:
@@ -87,6 +94,11 @@ def generate(
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but input_ids is {tuple(input_ids.shape)}")
     if not mask.any(dim=1).all():
         raise ValueError("a prompt row has no real tokens (its attention_mask is all 0): give every row some text")
+    if utf8 is not None and utf8.vocab_size != config.vocab_size:
+        raise ValueError(
+            f"the UTF-8 constraint covers {utf8.vocab_size} tokens but the model has {config.vocab_size}: build it "
+            "with Utf8Constraint.from_tokenizer(tokenizer, model.config.vocab_size)"
+        )
     generator = torch.Generator(device=device).manual_seed(seed)
 
     was_training = model.training
@@ -109,9 +121,15 @@ def generate(
         logits = whole_sequence(input_ids, mask, cache)
         next_logits = logits[torch.arange(B, device=device), last_real_index(mask)]
         ids, finished = input_ids, torch.zeros(B, dtype=torch.bool, device=device)
+        if utf8 is not None:
+            utf8 = utf8.to(device)
+            state = utf8.start(input_ids, mask)
         for _ in range(max_new_tokens):
-            token = sample_next_token(next_logits, temperature, top_k, top_p, generator)
+            allowed = None if utf8 is None else utf8.mask(state)
+            token = sample_next_token(next_logits, temperature, top_k, top_p, generator, allowed)
             token = token.masked_fill(finished, PAD_ID)
+            if utf8 is not None:
+                state = utf8.advance(state, token)
             ids = torch.cat([ids, token[:, None]], dim=1)
             mask = torch.cat([mask, ~finished[:, None]], dim=1)
             if eos_id is not None:
@@ -189,6 +207,9 @@ def complete(
     Past the context each round restarts from the last half-context of tokens, so a continuation may be longer than
     max_len. `options` go to `generate` (top_k, top_p, and a tuned model's prompt_embeds and prefix); a soft prompt
     (prompt_embeds) takes positions of the context. Round r samples with seed + (the tokens so far).
+
+    The text is always valid UTF-8: every round draws under the UTF-8 constraint, and if max_new_tokens runs out
+    inside a character, that unfinished character's bytes are dropped (the text ends on the last whole character).
     """
     if not model.config.causal:
         raise ValueError("this is a masked (bidirectional) model, which cannot generate: use fill-mask")
@@ -203,14 +224,15 @@ def complete(
             f"to fewer than {context} tokens"
         )
     device = model.tok_emb.weight.device
-    keep = context // 2
+    utf8 = Utf8Constraint.from_tokenizer(tokenizer, model.config.vocab_size)
+    keep = max(context // 2, min(3, context - 1))  # 3 tokens hold the lead byte of an unfinished last character
     while max_new_tokens > 0:
         window = ids if len(ids) + max_new_tokens <= context or len(ids) <= keep else ids[-keep:]
         n = min(max_new_tokens, context - len(window))
         window_ids = torch.tensor([window], device=device)
-        out = generate(model, window_ids, n, temperature=temperature, seed=seed + len(ids), **options)
+        out = generate(model, window_ids, n, temperature=temperature, seed=seed + len(ids), utf8=utf8, **options)
         new = [t for t in out[0, len(window) :].tolist() if t != PAD_ID]
         ids, max_new_tokens = ids + new, max_new_tokens - n
         if len(new) < n:  # [EOS]
             break
-    return tokenizer.decode(ids)
+    return utf8.text(ids)

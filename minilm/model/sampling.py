@@ -3,7 +3,8 @@
     p(x_{t+1} = w | x_{<=t}) = softmax(z / tau)_w        z = logits at the last position, tau = temperature
 
 Greedy decoding (tau = 0) takes argmax_w z_w. Top-k keeps the k largest logits; top-p (nucleus)
-keeps the smallest set of tokens whose probabilities sum to at least p; the rest get probability 0.
+keeps the smallest set of tokens whose probabilities sum to at least p; the rest get probability 0. Tokens a
+constraint forbids (`allowed`, e.g. minilm.model.utf8) get z_w = -inf first, so greedy and every filter obey it.
 
 Docs: docs/generation.md.
 """
@@ -38,9 +39,20 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
 
 
 def sample_next_token(
-    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator,
+    allowed: Tensor | None = None,
 ) -> Tensor:
-    """Draw x_{t+1} ~ softmax(filter(z) / tau) for each row of logits (B, V); tau = 0 is greedy argmax."""
+    """Draw x_{t+1} ~ softmax(filter(z) / tau) for each row of logits (B, V); tau = 0 is greedy argmax.
+
+    `allowed` (B, V) bool: where False, z_w = -inf before anything else. Where it is all True the logits, and so the
+    draws, are bitwise what they are without it.
+    """
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = logits / temperature

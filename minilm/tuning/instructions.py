@@ -7,7 +7,8 @@
 The output tokens (with the final [EOS], so the model learns to stop) are marked in `output_mask`; the
 loss is `objectives.instruction_loss`. When an example is longer than the context only the input is cut:
 the instruction, the prompt's literal text and the whole output are kept. Answers are greedy continuations up to
-[EOS], a batch of prompts at a time (left-padded, so every row's last real token is the last column).
+[EOS], a batch of prompts at a time (left-padded, so every row's last real token is the last column), always valid
+UTF-8 (minilm.model.utf8).
 
 Docs: docs/prompting.md (instruction data and the instruct command).
 """
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from minilm.files import read_jsonl
 from minilm.model import Transformer, generate
+from minilm.model.utf8 import Utf8Constraint
 from minilm.prompting import Template
 from minilm.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -101,6 +103,7 @@ def answers(
     max_len = model.config.max_len
     budget = max_len - min(max_new_tokens, max_len // 2)
     device = model.tok_emb.weight.device
+    utf8 = Utf8Constraint.from_tokenizer(tokenizer, model.config.vocab_size)
     out: list[str] = []
     for start in range(0, len(examples), batch_size):
         prompts = [prompt_ids(tokenizer, e, budget) for e in examples[start : start + batch_size]]
@@ -113,11 +116,12 @@ def answers(
             n_new,
             attention_mask=batch["attention_mask"].to(device),
             temperature=0.0,
+            utf8=utf8,
         )
         for row in ids[:, T:].tolist():
             if EOS_ID in row:
                 row = row[: row.index(EOS_ID)]
-            out.append(tokenizer.decode([t for t in row if t != PAD_ID]).strip())
+            out.append(utf8.text([t for t in row if t != PAD_ID]).strip())
     return out
 
 
