@@ -8,6 +8,7 @@ run without it, and one proves that writing and reading the folder never imports
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -368,3 +369,12 @@ def test_cli_export_and_import_mistakes_are_one_line_with_exit_code_2(tokenizer,
     fails(capsys, ["import", "--from", str(gelu_new), "--out", str(tmp_path / "run")], "gelu_new", "'gelu'")
     fails(capsys, ["import", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")], "does not exist")
     assert not (tmp_path / "hf").exists() and not (tmp_path / "run").exists()
+
+
+def test_the_readme_example_loads_an_export_in_transformers_and_generates(transformers, exported, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Hugging Face export\n.*?```py\n(.*?)```", readme, re.S)
+    assert block and "runs/causal-hf" in block.group(1)
+    code = block.group(1).replace("runs/causal-hf", str(exported)).replace("max_new_tokens=40", "max_new_tokens=4")
+    exec(compile(code, "README.md", "exec"), {})  # the tiny run's context is shorter than the README's 40 tokens
+    assert capsys.readouterr().out.startswith("ROMEO:")

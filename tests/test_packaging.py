@@ -54,7 +54,8 @@ def test_the_cuda_extra_installs_triton_only_where_triton_publishes_wheels():
 
 
 def test_readme_python_examples_run(monkeypatch):
-    """Every ```python block in the README is a runnable example."""
+    """Every ```python block in the README is a runnable example (a ```py block needs a run folder and an optional
+    package: the Hugging Face one runs in tests/test_huggingface.py)."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
     assert len(blocks) >= 3
     monkeypatch.chdir(ROOT)

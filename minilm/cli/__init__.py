@@ -14,10 +14,22 @@ import argparse
 import sys
 import warnings
 
-from minilm.cli import classify, compare, evaluate, generate, instruct, plot, pretrain, tune
+from minilm.cli import (
+    attention,
+    classify,
+    compare,
+    evaluate,
+    export,
+    generate,
+    import_run,
+    instruct,
+    plot,
+    pretrain,
+    tune,
+)
 from minilm.cli.flags import Parser
 
-COMMANDS = (pretrain, generate, evaluate, plot, tune, classify, compare, instruct)
+COMMANDS = (pretrain, generate, evaluate, plot, attention, tune, classify, compare, instruct, export, import_run)
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 DESCRIPTION = """minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot; \
 tune it for a task and classify.
@@ -27,12 +39,15 @@ tune it for a task and classify.
     python train.py generate --from runs/causal --prompt "ROMEO:"
     python train.py fill-mask --from runs/masked --text "To be, or not to [MASK]"
     python train.py eval --from runs/causal           # loss, perplexity and bits per byte
-    python train.py plot --from runs/causal           # loss curves to runs/causal/loss.png (needs matplotlib)
+    python train.py plot --from runs/causal           # loss, lr (and dev metrics) to runs/causal/loss.png
+    python train.py attention --from runs/causal --text "To be, or not to be"   # each head's map (attention-L4.png)
     torchrun --nproc_per_node=2 train.py pretrain     # data parallel (gloo on CPU, NCCL on CUDA)
     python train.py tune --base runs/causal --method prompt --task TASK_DIR     # tune for a classification task
     python train.py classify --from runs/tune-TASK-prompt --text "..."          # or --task TASK_DIR --split dev
     python train.py instruct --base runs/causal      # instruction tuning, then an answer to an unseen instruction
     python train.py compare --base RUN_DIR --task TASK_DIR                      # every method side by side
+    python train.py export --from runs/causal --to runs/causal-hf               # a GPT-2 folder transformers loads
+    python train.py import --from runs/causal-hf --out runs/from-hf             # a GPT-2 folder back into a run
 
 Every mistake in the input ends with one line saying what is wrong, exit code 2, and no traceback.
 """
