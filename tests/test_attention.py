@@ -117,6 +117,19 @@ def test_masked_keys_get_exactly_zero_weight():
     assert torch.equal(scaled_dot_product_attention(q, k_huge, v_huge, mask), out)
 
 
+def test_large_scores_give_the_float64_softmax_without_overflow():
+    """Scores in the thousands: exp overflows float32 unless each row's maximum is subtracted first; the result is
+    the softmax computed in float64."""
+    q, k, v = random_qkv(B=1, h=2, T_q=3, T_k=5)
+    q, k = q * 30, k * 30  # scores of order 30 * 30 * 16 / 4 = 3600
+    mask = torch.tensor([True, True, True, True, False])[None, None, None, :]
+    scores = (q.double() @ k.double().transpose(-2, -1) / 4.0).masked_fill(~mask, float("-inf"))
+    expected = torch.softmax(scores, dim=-1) @ v.double()
+    out = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_identical_keys_give_the_mean_of_the_values():
     """softmax of equal scores is uniform, so the output is the average value vector."""
     q, _, v = random_qkv(B=1, h=1, T_q=2, T_k=4)

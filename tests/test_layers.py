@@ -1,7 +1,7 @@
 """The package is layered: a module imports only from its own layer or a lower one, and no imports go in a circle.
 
-    0 files, outputs, settings, tokenizer  <  1 model  <  2 training  <  3 prompting  <  4 tuning  <  5 experiments
-    <  6 cli  <  the package itself (minilm/__init__.py, minilm/__main__.py)
+    0 files, outputs, settings, tokenizer  <  1 model  <  2 training  <  3 prompting  <  4 tuning
+    <  5 experiments, exercises  <  6 cli  <  the package itself (minilm/__init__.py, minilm/__main__.py)
 
 Every import is read from the source (at module level and inside functions), so a hidden import counts too.
 """
@@ -24,6 +24,7 @@ LAYERS = {
     "prompting": 3,
     "tuning": 4,
     "experiments": 5,
+    "exercises": 5,
     "cli": 6,
 }
 TOP = 7

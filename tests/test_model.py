@@ -64,6 +64,15 @@ def test_layer_norm_matches_its_equation_and_torch():
     torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(3, 5), atol=1e-3, rtol=0)
 
 
+def test_layer_norm_of_a_nearly_constant_vector_is_bounded_by_eps():
+    """sigma^2 far below eps: LN divides by sqrt(sigma^2 + eps) ~ sqrt(eps), as torch's layer norm (in float64)."""
+    ln = LayerNorm(16)
+    x = 3.0 + 1e-4 * torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(0))
+    expected = F.layer_norm(x.double(), (16,), eps=ln.eps).float()
+    torch.testing.assert_close(ln(x), expected, rtol=1e-4, atol=1e-4)
+    assert ln(x).abs().max() < 0.1  # sqrt(eps) keeps the tiny deviations tiny
+
+
 def test_layer_norm_fused_kernel_equals_the_written_out_equation_in_values_and_gradients():
     ln = LayerNorm(16)
     with torch.no_grad():

@@ -40,6 +40,18 @@ def test_causal_lm_loss_ignores_padding():
     torch.testing.assert_close(left, alone)
 
 
+def test_causal_lm_loss_weighs_every_real_pair_the_same():
+    """N counts the pairs of the whole batch: a row of 2 real tokens and a row of 6 weigh 1 pair and 5 pairs."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 6, 11, generator=g)
+    ids = torch.randint(NUM_SPECIAL_TOKENS, 11, (2, 6), generator=g)
+    mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    log_p = torch.log_softmax(logits.double(), dim=-1)
+    pairs = [(0, 1)] + [(1, i) for i in range(1, 6)]
+    by_hand = -sum(log_p[b, i - 1, ids[b, i]] for b, i in pairs) / len(pairs)
+    torch.testing.assert_close(causal_lm_loss(logits, ids, mask).double(), by_hand, rtol=1e-5, atol=1e-6)
+
+
 def test_uniform_prediction_costs_log_vocab_size():
     ids = random_ids(3, 6, vocab_size=50)
     assert math.isclose(causal_lm_loss(torch.zeros(3, 6, 50), ids).item(), math.log(50), rel_tol=1e-6)

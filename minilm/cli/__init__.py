@@ -19,6 +19,7 @@ from minilm.cli import (
     classify,
     compare,
     evaluate,
+    exercise,
     export,
     generate,
     import_run,
@@ -29,7 +30,20 @@ from minilm.cli import (
 )
 from minilm.cli.flags import Parser
 
-COMMANDS = (pretrain, generate, evaluate, plot, attention, tune, classify, compare, instruct, export, import_run)
+COMMANDS = (
+    pretrain,
+    generate,
+    evaluate,
+    plot,
+    attention,
+    tune,
+    classify,
+    compare,
+    instruct,
+    export,
+    import_run,
+    exercise,
+)
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 DESCRIPTION = """minilm's command line: pretrain a model, then generate, fill masks, evaluate and plot; \
 tune it for a task and classify.

@@ -1,0 +1,99 @@
+"""Grading: an exercise's tests run by pytest with a function swapped in; each test's outcome and first failure.
+
+    passed(f) = every test of the exercise passes with f in place of the reference (skips, e.g. CUDA-only, aside)
+
+The tests are the normal suite's own functions (one suite, no copy): in the normal run they test the library's
+function, here the learner's. pytest runs in this process, quietly, and reports come back as `Outcome`s.
+
+Docs: docs/course.md (how an exercise is graded).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from minilm.exercises.exercise import Exercise
+from minilm.exercises.swap import replacements_for, swapped
+from minilm.settings import PROJECT
+
+TESTS = PROJECT / "tests"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    test: str
+    """The pytest node id."""
+    result: str
+    """passed, failed or skipped."""
+    message: str = ""
+    """For a failure: the first lines of what the test said (shape, which element, expected vs got)."""
+
+    @property
+    def property(self) -> str:
+        """The property the test proves, in words: its name without test_ and underscores (and its case)."""
+        name = self.test.rpartition("::")[2]
+        case = re.search(r"\[(.*)\]$", name)
+        words = re.sub(r"\[.*\]$", "", name).removeprefix("test_").replace("_", " ")
+        return f"{words} [{case.group(1)}]" if case else words
+
+
+class Grader:
+    """A pytest plugin: swaps the function in once the tests are imported, and records every test's outcome."""
+
+    def __init__(self, exercise: Exercise, function: Callable[..., Any]) -> None:
+        self.replacements = replacements_for(exercise, function)
+        self.outcomes: list[Outcome] = []
+        self.errors: list[str] = []
+        self.swap: Any = None
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        self.swap = swapped(self.replacements, [PROJECT / "minilm", TESTS])
+        self.swap.__enter__()
+
+    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
+        if self.swap is not None:
+            self.swap.__exit__(None, None, None)
+            self.swap = None
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed:
+            self.errors.append(f"{report.nodeid}: {first_lines(report)}")
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            result = "skipped" if report.skipped else "passed" if report.passed else "failed"
+            self.outcomes.append(Outcome(report.nodeid, result, first_lines(report) if report.failed else ""))
+
+
+def first_lines(report: Any, n: int = 6) -> str:
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return "\n".join(text.strip().splitlines()[:n])
+
+
+def run_tests(exercise: Exercise, function: Callable[..., Any], stop_at_first: bool = False) -> list[Outcome]:
+    """Run the exercise's tests with `function` swapped in; raises ValueError when the tests cannot be found or run."""
+    try:
+        import pytest
+    except ImportError:
+        raise ValueError('exercise mode runs minilm\'s tests: pip install -e ".[test]" (pytest)') from None
+    if not TESTS.is_dir():
+        raise ValueError(f"exercise mode needs minilm's tests in {TESTS}: work in a clone of the project")
+    grader = Grader(exercise, function)
+    args = [str(PROJECT / node) for node in exercise.tests]
+    args += ["-p", "no:terminal", "-p", "no:cacheprovider", "-W", "ignore", "--rootdir", str(PROJECT)]
+    pytest.main(args + (["-x"] if stop_at_first else []), plugins=[grader])
+    if grader.errors:
+        raise ValueError(f"the tests of {exercise.id} could not be collected: {grader.errors[0].splitlines()[0]}")
+    if not grader.outcomes:
+        raise ValueError(f"no test of {exercise.id} ran: its test ids ({', '.join(exercise.tests)}) are wrong")
+    return grader.outcomes
+
+
+def passed(outcomes: list[Outcome]) -> bool:
+    """All ran tests passed (skipped ones aside) and at least one ran."""
+    ran = [o for o in outcomes if o.result != "skipped"]
+    return bool(ran) and all(o.result == "passed" for o in ran)
