@@ -32,7 +32,7 @@ def start_exercise(exercise_id: str, file: str | os.PathLike[str] | None = None)
 
 
 def describe(outcome: Outcome, hint: str) -> str:
-    mark = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[outcome.result]
+    mark = "pass" if outcome.result == "passed" else "FAIL"
     line = f"  {mark}  {outcome.property}"
     if outcome.result == "failed":
         line += "".join(f"\n          {text}" for text in outcome.message.splitlines()) + f"\n          hint: {hint}"
@@ -49,8 +49,10 @@ def check_exercise(exercise_id: str, file: str | os.PathLike[str] | None = None)
     learner.record(e, path, ok)
     failed = [o for o in outcomes if o.result == "failed"]
     lines = [f"{e.id}: {e.name} from {path}, graded by {len(outcomes)} tests"]
-    lines += [describe(o, e.hints[0]) for o in outcomes]
     ran = [o for o in outcomes if o.result != "skipped"]
+    lines += [describe(o, e.hints[0]) for o in ran]
+    if len(ran) < len(outcomes):
+        lines.append(f"  ({len(outcomes) - len(ran)} skipped here: they need a GPU)")
     lines.append(
         f"all {len(ran)} properties hold: {e.id} is done" if ok else f"{len(failed)} of {len(ran)} properties fail"
     )

@@ -216,7 +216,8 @@ EXERCISES = (
             f"{ATTENTION}::test_prefix_is_visible_to_every_query_while_tokens_stay_causal[math]",
             f"{ATTENTION}::test_math_and_sdpa_agree_forward_and_backward",
             "tests/test_generate.py::test_kv_cache_decoding_gives_the_same_logits_as_recomputing[math]",
-            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass",
+            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass[pad-prefix-math]",
+            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone[left-causal-math]",
         ),
         hints=(
             "scores = q @ k^T has shape (B, h, T_q, T_k); divide by sqrt(d_k), the size of q's last dimension.",
@@ -235,9 +236,11 @@ EXERCISES = (
             f"{ATTENTION}::test_causal_diagonal_is_shifted_by_the_extra_keys",
             f"{ATTENTION}::test_causal_attention_blocks_future_tokens[math]",
             f"{ATTENTION}::test_prefix_is_visible_to_every_query_while_tokens_stay_causal[math]",
-            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone",
-            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass",
-            "tests/test_generate.py::test_kv_cache_decoding_gives_the_same_logits_as_recomputing",
+            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone[left-causal-sdpa]",
+            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone[right-bidirectional-math]",
+            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass[no-pad-no-prefix-sdpa]",
+            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass[pad-prefix-math]",
+            "tests/test_generate.py::test_kv_cache_decoding_gives_the_same_logits_as_recomputing[sdpa]",
         ),
         hints=(
             "The queries are the last n_queries of the n_keys keys: query i sits at key i + (n_keys - n_queries).",
@@ -255,7 +258,7 @@ EXERCISES = (
         tests=(
             "tests/test_model.py::test_layer_norm_matches_its_equation_and_torch",
             "tests/test_model.py::test_layer_norm_of_a_nearly_constant_vector_is_bounded_by_eps",
-            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone",
+            "tests/test_model.py::test_padded_batch_equals_each_sequence_alone[left-causal-sdpa]",
         ),
         hints=(
             "mu and sigma^2 are the mean and the variance over the last dimension (the d features), keepdim=True.",
