@@ -65,6 +65,13 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     assert all(a >= b for a, b in itertools.pairwise(decay))
 
 
+def test_learning_rate_without_min_lr_warms_up_then_stays_at_the_peak():
+    """min_lr None is a constant schedule after the warm-up, not a cosine decay to 0."""
+    cfg = TrainConfig(lr=1.0, min_lr=None, warmup_steps=4, max_steps=20)
+    assert [learning_rate(t, cfg) for t in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert [learning_rate(t, cfg) for t in range(4, 21)] == pytest.approx([1.0] * 17)
+
+
 def test_weight_decay_applies_to_linear_weight_matrices_only():
     model = Transformer(tiny_config())
     decay, no_decay = parameter_groups(model, 0.1)

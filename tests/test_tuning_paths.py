@@ -27,6 +27,7 @@ from minilm.tuning import (
     build_method,
 )
 from minilm.tuning.methods import FreezeSettings, LoRASettings, PrefixSettings, PromptEncoderSettings, PromptSettings
+from minilm.tuning.methods.lora import LoRALinear
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 
 
@@ -317,6 +318,21 @@ def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
     assert not torch.allclose(tuned_h, reference)
 
 
+def test_a_lora_layer_adds_alpha_over_r_times_the_low_rank_update_to_the_frozen_layer():
+    """h = x W^T + b + (alpha / r) x A^T B^T, against the float64 equation (rank 2, alpha 6: alpha / r = 3)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    with torch.no_grad():
+        base.bias.normal_(0, 1, generator=g)  # a bias that is not zero
+    layer = LoRALinear(base, 2, 6.0, g)
+    with torch.no_grad():
+        layer.B.normal_(0, 1, generator=g)  # as after training
+    x = torch.randn(3, 4, 6, generator=g)
+    W, b, A, B = (t.detach().double() for t in (base.weight, base.bias, layer.A, layer.B))
+    expected = x.double() @ W.T + b + 3.0 * (x.double() @ A.T @ B.T)
+    torch.testing.assert_close(layer(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
 # ---- verbalizer scores by hand ---------------------------------------------------------------------------------
 def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_tokens():
     base = Transformer(tiny_config(), seed=0).eval()
@@ -385,3 +401,52 @@ def test_a_method_that_draws_is_reproducible_from_its_seed_and_records_it(method
     assert build_method(method, base, seed=3).hyperparameters()["seed"] == 3
     if method != "lora":
         assert torch.equal(drawn(1), drawn(1)) and not torch.equal(drawn(1), drawn(2))
+
+
+# ---- what each method puts where, against its equation -------------------------------------------------------
+def test_a_soft_prompt_is_put_before_the_token_embeddings_with_a_mask_of_ones():
+    """embed gives [P; E[x]] in every row and the mask [1 .. 1; m]: the n virtual tokens come first, never padding."""
+    base = Transformer(tiny_config(), seed=0)
+    method = SoftPrompt.for_base(base, PromptSettings(3, "random"))
+    ids, mask = padded_batch()
+    embeds, full_mask = method.embed(base, ids, mask.bool())
+    assert embeds.shape == (3, 3 + 8, base.config.d_model)
+    for row in range(3):
+        assert torch.equal(embeds[row, :3], method.P), "rows 0..n-1 must be the soft prompt P"
+        assert torch.equal(embeds[row, 3:], base.tok_emb(ids[row])), "the token embeddings must follow P"
+    assert torch.equal(full_mask, torch.cat([torch.ones(3, 3, dtype=torch.bool), mask.bool()], dim=1))
+
+
+def test_prefix_mlp_row_i_is_position_i_of_every_layer_s_keys_and_values():
+    """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2 in float64: row i is [P_k^1, P_v^1, .., P_k^L, P_v^L] at position i,
+    d numbers each, so out[l, c, i] is its (2 l + c)-th block of d (c = 0 keys, 1 values)."""
+    from minilm.tuning.methods.prefix import PrefixMLP
+
+    L, d, n = 2, 32, 3
+    mlp = PrefixMLP(n, L, d, d_prime=8, hidden=16, seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # biases that are not zero, as after training
+        mlp.W_1.bias.normal_(0, 1, generator=g)
+        mlp.W_2.bias.normal_(0, 1, generator=g)
+    P, W_1, b_1, W_2, b_2 = (
+        t.detach().double() for t in (mlp.P_prime, mlp.W_1.weight, mlp.W_1.bias, mlp.W_2.weight, mlp.W_2.bias)
+    )
+    rows = torch.tanh(P @ W_1.T + b_1) @ W_2.T + b_2  # (n, L 2 d)
+    out = mlp()
+    assert out.shape == (L, 2, n, d)
+    for layer in range(L):
+        for c in range(2):
+            block = rows[:, (2 * layer + c) * d : (2 * layer + c + 1) * d]
+            torch.testing.assert_close(out[layer, c].double(), block, rtol=1e-5, atol=1e-5)
+
+
+def test_bitfit_trains_exactly_the_linear_biases_and_the_layernorm_shifts():
+    """phi = every b of the linear layers and every beta of the LayerNorms (LN_f's too); no weight, gain or
+    embedding."""
+    from minilm.tuning import BitFit
+
+    base = Transformer(tiny_config(), seed=0)
+    BitFit().setup(base)
+    trainable = {name for name, p in base.named_parameters() if p.requires_grad}
+    assert trainable == {name for name, _ in base.named_parameters() if name.endswith((".bias", ".beta"))}
+    assert {"ln_f.beta", "blocks.0.ln_1.beta", "blocks.0.attn.W_q.bias"} <= trainable

@@ -66,7 +66,12 @@ class Exercise:
     @property
     def equation(self) -> str:
         """The first line of the reference's docstring: the equation it computes."""
-        return (inspect.getdoc(self.reference) or "").splitlines()[0]
+        return (self.docstring.splitlines() or [""])[0]
+
+    @property
+    def docstring(self) -> str:
+        """The reference's own docstring (never one inherited from a base class's method)."""
+        return inspect.cleandoc(self.reference.__doc__ or "")
 
     def stub(self) -> str:
         """The learner's starting file: imports, the signature, the docstring, a pointer to the docs, no body."""
@@ -77,7 +82,7 @@ class Exercise:
         start = next(i for i, line in enumerate(lines) if line.startswith("def "))
         end = next(i for i, line in enumerate(lines) if line.rstrip().endswith(":") and i >= start)
         signature = "\n".join(lines[start : end + 1])
-        doc = inspect.getdoc(self.reference) or ""
+        doc = self.docstring
         body = "\n".join(f"    {line}".rstrip() for line in doc.splitlines())
         return (
             f'"""Exercise {self.id}: write `{self.name}` (see {self.docs}).\n\n'

@@ -46,7 +46,7 @@ def sample_next_token(
     generator: torch.Generator,
     allowed: Tensor | None = None,
 ) -> Tensor:
-    """Draw x_{t+1} ~ softmax(filter(z) / tau) for each row of logits (B, V); tau = 0 is greedy argmax.
+    """Draw x_{t+1} ~ softmax(filter(z / tau)) for each row of logits (B, V); tau = 0 is greedy argmax.
 
     `allowed` (B, V) bool: where False, z_w = -inf before anything else. Where it is all True the logits, and so the
     draws, are bitwise what they are without it.

@@ -49,6 +49,7 @@ class LoRALinear(nn.Module):
         self.B = nn.Parameter(torch.zeros(d_out, r, device=base.weight.device, dtype=base.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
+        """h = x W^T + b + (alpha / r) x A^T B^T: the frozen layer plus the low-rank update scaled by alpha / r."""
         return self.base(x) + self.scale * ((x @ self.A.t()) @ self.B.t())
 
     def merged(self) -> nn.Linear:
