@@ -93,6 +93,59 @@ def run_tests(exercise: Exercise, function: Callable[..., Any], stop_at_first: b
     return grader.outcomes
 
 
+class BatchGrader:
+    """A pytest plugin that grades several (exercise, function) pairs in one session: the tests are collected once,
+    then each pair runs its tests with its function swapped in (what verify needs: one session, not one per pair)."""
+
+    def __init__(self, jobs: list[tuple[Exercise, Callable[..., Any], bool]]) -> None:
+        self.jobs, self.results = jobs, []
+        self.errors: list[str] = []
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed:
+            self.errors.append(f"{report.nodeid}: {first_lines(report)}")
+
+    def pytest_runtestloop(self, session: Any) -> bool:
+        from _pytest.runner import runtestprotocol
+
+        for exercise, function, stop_at_first in self.jobs:
+            items = [item for item in session.items if selected(item.nodeid, exercise.tests)]
+            outcomes: list[Outcome] = []
+            with swapped(replacements_for(exercise, function), [PROJECT / "minilm", TESTS]):
+                for i, item in enumerate(items):
+                    nextitem = items[i + 1] if i + 1 < len(items) else None
+                    for report in runtestprotocol(item, nextitem=nextitem, log=False):
+                        if report.when == "call" or (report.when == "setup" and not report.passed):
+                            result = "skipped" if report.skipped else "passed" if report.passed else "failed"
+                            outcomes.append(
+                                Outcome(report.nodeid, result, first_lines(report) if report.failed else "")
+                            )
+                    if stop_at_first and any(o.result == "failed" for o in outcomes):
+                        session._setupstate.teardown_exact(None)  # what is set up for the next item goes too
+                        break
+            self.results.append(outcomes)
+        return True
+
+
+def selected(nodeid: str, tests: tuple[str, ...]) -> bool:
+    """Whether a collected test is one of an exercise's: the same id, or a case of a test named without its case."""
+    return any(nodeid == test or nodeid.startswith(test + "[") for test in tests)
+
+
+def run_batch(jobs: list[tuple[Exercise, Callable[..., Any], bool]]) -> list[list[Outcome]]:
+    """Each job's outcomes: (exercise, function, stop at the first failure), all graded in one pytest session."""
+    import pytest
+
+    grader = BatchGrader(jobs)
+    files = sorted({node.partition("::")[0] for exercise, _, _ in jobs for node in exercise.tests})
+    args = [str(PROJECT / f) for f in files]
+    args += ["-p", "no:terminal", "-p", "no:cacheprovider", "-W", "ignore", "--rootdir", str(PROJECT)]
+    pytest.main(args, plugins=[grader])
+    if grader.errors:
+        raise ValueError(f"the exercises' tests could not be collected: {grader.errors[0].splitlines()[0]}")
+    return grader.results
+
+
 def passed(outcomes: list[Outcome]) -> bool:
     """All ran tests passed (skipped ones aside) and at least one ran."""
     ran = [o for o in outcomes if o.result != "skipped"]

@@ -13,22 +13,29 @@ import json
 import sys
 
 from minilm.exercises.exercise import Exercise
-from minilm.exercises.grade import passed, run_tests
+from minilm.exercises.grade import passed, run_batch
 from minilm.exercises.registry import EXERCISES
 
 
-def verify(exercise: Exercise) -> dict[str, bool]:
-    """{"reference": passed, "<alternative>": passed, "<mutant>": passed} for one exercise (a mutant stops early)."""
-    results = {"reference": passed(run_tests(exercise, exercise.reference))}
-    for alternative in exercise.alternatives:
-        results[f"alternative:{alternative.__name__}"] = passed(run_tests(exercise, alternative))
-    for mutant in exercise.mutants:
-        results[f"mutant:{mutant.__name__}"] = passed(run_tests(exercise, mutant, stop_at_first=True))
+def verify(exercises: list[Exercise]) -> dict[str, dict[str, bool]]:
+    """For each exercise {"reference": passed, "alternative:<name>": passed, "mutant:<name>": passed}, all graded in one
+    pytest session (a mutant stops at its first failure)."""
+    jobs, keys = [], []
+    for e in exercises:
+        implementations = [("reference", e.reference, False)]
+        implementations += [(f"alternative:{f.__name__}", f, False) for f in e.alternatives]
+        implementations += [(f"mutant:{f.__name__}", f, True) for f in e.mutants]
+        for key, function, stop_at_first in implementations:
+            jobs.append((e, function, stop_at_first))
+            keys.append((e.id, key))
+    results: dict[str, dict[str, bool]] = {e.id: {} for e in exercises}
+    for (exercise_id, key), outcomes in zip(keys, run_batch(jobs)):
+        results[exercise_id][key] = passed(outcomes)
     return results
 
 
 def main(ids: list[str]) -> int:
-    print(json.dumps({i: verify(EXERCISES[i]) for i in (ids or EXERCISES)}))
+    print(json.dumps(verify([EXERCISES[i] for i in (ids or EXERCISES)])))
     return 0
 
 
