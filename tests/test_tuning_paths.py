@@ -450,3 +450,20 @@ def test_bitfit_trains_exactly_the_linear_biases_and_the_layernorm_shifts():
     trainable = {name for name, p in base.named_parameters() if p.requires_grad}
     assert trainable == {name for name, _ in base.named_parameters() if name.endswith((".bias", ".beta"))}
     assert {"ln_f.beta", "blocks.0.ln_1.beta", "blocks.0.attn.W_q.bias"} <= trainable
+
+
+def test_a_merged_lora_layer_computes_the_unmerged_layer_bias_included_and_is_frozen():
+    """merged(): W' = W + (alpha / r) B A with the base's bias, checked against the float64 equation; nothing trains."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.nn.Linear(6, 6)
+    with torch.no_grad():
+        base.bias.normal_(generator=g)
+    layer = LoRALinear(base, r=2, alpha=6.0, generator=g)
+    with torch.no_grad():
+        layer.B.normal_(generator=g)
+    x = torch.randn(3, 6, generator=g)
+    merged = layer.merged()
+    W, b, A, B = (t.detach().double() for t in (base.weight, base.bias, layer.A, layer.B))
+    expected = x.double() @ (W + 3.0 * B @ A).T + b
+    torch.testing.assert_close(merged(x).double(), expected, rtol=1e-5, atol=1e-5)
+    assert not any(p.requires_grad for p in merged.parameters())

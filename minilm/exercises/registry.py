@@ -5,10 +5,10 @@ Docs: docs/course.md (the exercises).
 
 from __future__ import annotations
 
-from minilm.exercises.catalog import adaptation, foundations, model, training
+from minilm.exercises.catalog import adaptation, foundations, model, training, tuning
 from minilm.exercises.exercise import Exercise
 
-COURSE = (*model.EXERCISES, *training.EXERCISES, *foundations.EXERCISES, *adaptation.EXERCISES)
+COURSE = (*model.EXERCISES, *training.EXERCISES, *foundations.EXERCISES, *tuning.EXERCISES, *adaptation.EXERCISES)
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in COURSE}
 
 

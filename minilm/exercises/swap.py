@@ -2,8 +2,9 @@
 
     for every module m of minilm and of the tests, every name n with m.n is f_ref:   m.n <- f_learner
 
-A method is replaced on its class. While grading, nothing else changes: the whole model, the KV cache and the
-tuning methods run as usual around the learner's function. Everything is put back at the end.
+A method is replaced on its class (a static method stays static). While grading, nothing else changes: the
+whole model, the KV cache and the tuning methods run as usual around the learner's function. Everything is put
+back at the end.
 
 Docs: docs/course.md (how an exercise is graded).
 """
@@ -40,8 +41,9 @@ def swapped(replacements: Sequence[tuple[str, Any]], folders: Sequence[Path]) ->
     saved = []
     for target, replacement in replacements:
         for owner, name in call_sites(target, folders):
-            saved.append((owner, name, owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)))
-            setattr(owner, name, replacement)
+            old = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            saved.append((owner, name, old))
+            setattr(owner, name, staticmethod(replacement) if isinstance(old, staticmethod) else replacement)
     try:
         yield len(saved)
     finally:

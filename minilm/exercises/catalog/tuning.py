@@ -1,0 +1,179 @@
+"""Exercises of prefix tuning's key mask and LoRA's merge.
+
+Docs: docs/course.md (the exercises).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from minilm.exercises.exercise import Exercise
+from minilm.model.kv_cache import KVCache
+
+PATHS = "tests/test_tuning_paths.py"
+
+
+# ---- the key mask [cached; prefix; tokens] ---------------------------------------------------------------------------
+def key_mask_tokens_before_prefix(
+    cache: KVCache | None,
+    n_prefix: int,
+    prefix_visible: Tensor | None,
+    real: Tensor | None,
+    B: int,
+    T: int,
+    device: torch.device,
+) -> Tensor | None:
+    """The parts in the wrong order, [cached; tokens; prefix]: the mask no longer lines up with the keys."""
+    cached = cache.key_mask if cache is not None else None
+    if cached is None and real is None and prefix_visible is None:
+        return None
+    S = cache.length if cache is not None else 0
+    ones = lambda n: torch.ones(B, n, dtype=torch.bool, device=device)  # noqa: E731
+    parts = [
+        cached if cached is not None else ones(S),
+        real if real is not None else ones(T),
+        prefix_visible if prefix_visible is not None else ones(n_prefix),
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def key_mask_every_prefix_visible(
+    cache: KVCache | None,
+    n_prefix: int,
+    prefix_visible: Tensor | None,
+    real: Tensor | None,
+    B: int,
+    T: int,
+    device: torch.device,
+) -> Tensor | None:
+    """prefix_visible ignored: in a mixed-task batch a row sees the padded prefix positions of a longer prefix."""
+    cached = cache.key_mask if cache is not None else None
+    if cached is None and real is None:
+        return None
+    S = cache.length if cache is not None else 0
+    ones = lambda n: torch.ones(B, n, dtype=torch.bool, device=device)  # noqa: E731
+    return torch.cat(
+        [cached if cached is not None else ones(S), ones(n_prefix), real if real is not None else ones(T)], 1
+    )
+
+
+def key_mask_forgetting_the_cache(
+    cache: KVCache | None,
+    n_prefix: int,
+    prefix_visible: Tensor | None,
+    real: Tensor | None,
+    B: int,
+    T: int,
+    device: torch.device,
+) -> Tensor | None:
+    """The cached keys all visible: padding in an earlier chunk of a KV cache is attended again."""
+    if real is None and prefix_visible is None and (cache is None or cache.key_mask is None):
+        return None
+    S = cache.length if cache is not None else 0
+    ones = lambda n: torch.ones(B, n, dtype=torch.bool, device=device)  # noqa: E731
+    prefix = prefix_visible if prefix_visible is not None else ones(n_prefix)
+    return torch.cat([ones(S), prefix, real if real is not None else ones(T)], dim=1)
+
+
+def key_mask_by_slices(
+    cache: KVCache | None,
+    n_prefix: int,
+    prefix_visible: Tensor | None,
+    real: Tensor | None,
+    B: int,
+    T: int,
+    device: torch.device,
+) -> Tensor | None:
+    """One tensor of ones, with each known part written into its slice."""
+    cached = cache.key_mask if cache is not None else None
+    if cached is None and real is None and prefix_visible is None:
+        return None
+    S = cache.length if cache is not None else 0
+    mask = torch.ones(B, S + n_prefix + T, dtype=torch.bool, device=device)
+    if cached is not None:
+        mask[:, :S] = cached
+    if prefix_visible is not None:
+        mask[:, S : S + n_prefix] = prefix_visible
+    if real is not None:
+        mask[:, S + n_prefix :] = real
+    return mask
+
+
+# ---- LoRA's merge ---------------------------------------------------------------------------------------------------
+def merged_with_alpha(self) -> nn.Linear:
+    """W + alpha B A: the update scaled by alpha, not alpha / r."""
+    W = self.base.weight
+    linear = nn.Linear(W.size(1), W.size(0), device=W.device, dtype=W.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(W + self.alpha * (self.B @ self.A))
+        linear.bias.copy_(self.base.bias)
+    return linear.requires_grad_(False)
+
+
+def merged_transposed(self) -> nn.Linear:
+    """W + (alpha / r) A^T B^T: the product in the wrong order (it has W's shape only when W is square)."""
+    W = self.base.weight
+    linear = nn.Linear(W.size(1), W.size(0), device=W.device, dtype=W.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(W + self.scale * (self.A.t() @ self.B.t()))
+        linear.bias.copy_(self.base.bias)
+    return linear.requires_grad_(False)
+
+
+def merged_without_the_bias(self) -> nn.Linear:
+    """The new layer's bias left at its random initialisation instead of the base's bias."""
+    W = self.base.weight
+    linear = nn.Linear(W.size(1), W.size(0), device=W.device, dtype=W.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(W + self.scale * (self.B @ self.A))
+    return linear.requires_grad_(False)
+
+
+def merged_by_sum_of_rank_one_terms(self) -> nn.Linear:
+    """W + (alpha / r) sum_i b_i a_i^T: the low-rank update as r outer products."""
+    W = self.base.weight
+    update = sum(torch.outer(self.B[:, i], self.A[i]) for i in range(self.r))
+    linear = nn.Linear(W.size(1), W.size(0), device=W.device, dtype=W.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(W + (self.alpha / self.r) * update)
+        linear.bias.copy_(self.base.bias)
+    return linear.requires_grad_(False)
+
+
+EXERCISES = (
+    Exercise(
+        id="prefix-mask",
+        target="minilm.model.transformer:Transformer._key_mask",
+        docs="docs/attention.md#prefix-keys-and-values",
+        tests=(
+            f"{PATHS}::test_real_tokens_see_every_prefix_position_and_causally_each_other",
+            f"{PATHS}::test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone",
+            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass[pad-prefix-math]",
+            "tests/test_model.py::test_kv_cache_chunks_give_the_same_logits_as_one_pass[pad-no-prefix-sdpa]",
+        ),
+        hints=(
+            "The keys of a layer are [cached; prefix; new tokens]: the mask has S + P + T columns in that order.",
+            "A part that is not given is all visible: torch.ones(B, n) for it; return None when no part is given.",
+            "The cache keeps the mask of its earlier keys (cache.key_mask); its length is cache.length.",
+        ),
+        mutants=(key_mask_tokens_before_prefix, key_mask_every_prefix_visible, key_mask_forgetting_the_cache),
+        alternatives=(key_mask_by_slices,),
+    ),
+    Exercise(
+        id="lora-merge",
+        target="minilm.tuning.methods.lora:LoRALinear.merged",
+        docs="docs/tuning.md#lora-hu-et-al-2021",
+        tests=(
+            f"{PATHS}::test_a_merged_lora_layer_computes_the_unmerged_layer_bias_included_and_is_frozen",
+            f"{PATHS}::test_lora_starts_at_the_base_and_merging_keeps_its_outputs",
+        ),
+        hints=(
+            "B is (d_out, r) and A is (r, d_in): B A has the shape of W, and the update is scaled by alpha / r.",
+            "Make a new nn.Linear, copy W + (alpha / r) B A and the base's bias into it under torch.no_grad().",
+            "The merged layer is for inference: requires_grad_(False).",
+        ),
+        mutants=(merged_with_alpha, merged_transposed, merged_without_the_bias),
+        alternatives=(merged_by_sum_of_rank_one_terms,),
+    ),
+)
