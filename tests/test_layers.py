@@ -1,6 +1,6 @@
 """The package is layered: a module imports only from its own layer or a lower one, and no imports go in a circle.
 
-    0 files, outputs, settings, tokenizer  <  1 model  <  2 training  <  3 prompting  <  4 tuning
+    0 bpe, files, outputs, settings, tokenizer  <  1 model  <  2 training  <  3 prompting  <  4 tuning
     <  5 experiments, exercises  <  6 cli  <  the package itself (minilm/__init__.py, minilm/__main__.py)
 
 Every import is read from the source (at module level and inside functions), so a hidden import counts too.
@@ -15,6 +15,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS = {
+    "bpe": 0,
     "files": 0,
     "outputs": 0,
     "settings": 0,

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models
 
 from minilm import SPECIAL_TOKENS, Tokenizer
+from minilm.bpe import bpe_merges, word_counts
 from minilm.tokenizer import MIN_VOCAB_SIZE, UNK_ID
+
+SHAKESPEARE_HEAD = (Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[
+    :3000
+]
+
+
+def trained_merges(tokenizer: Tokenizer) -> list:
+    """The merges of a trained tokenizer, in the order they were learned (its tokenizer.json)."""
+    return json.loads(tokenizer.backend.to_str())["model"]["merges"]
+
 
 ROUND_TRIP_TEXTS = {
     "english": "To be, or not to be: that is the question.\n  Indented line\twith a tab.",
@@ -130,3 +144,12 @@ def test_loading_a_tokenizer_with_other_special_ids_is_rejected(tmp_path):
     other.save(str(tmp_path / "other.json"))
     with pytest.raises(ValueError, match=r"maps \[PAD\] to id 1, minilm needs 0"):
         Tokenizer.load(tmp_path / "other.json")
+
+
+def test_bpe_merges_written_out_are_the_merges_the_tokenizers_trainer_learns():
+    """The rule of minilm/bpe.py, merge by merge, on English and non-ASCII text: the same pairs in the same order."""
+    texts = [SHAKESPEARE_HEAD, "naïve café — 日本語の文章, déjà vu " * 3]
+    tokenizer = Tokenizer.train(texts=texts, vocab_size=MIN_VOCAB_SIZE + 120)
+    trained = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained_merges(tokenizer)]
+    assert len(trained) == 120
+    assert bpe_merges(word_counts(texts), len(trained)) == trained

@@ -1,15 +1,92 @@
-"""Exercises of the training layer: the causal LM loss.
+"""Exercises of the data and training layers: BPE merges, the causal LM loss.
 
 Docs: docs/course.md (the exercises), docs/objectives.md.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from minilm.exercises.exercise import Exercise
+
+
+# ---- BPE merges -----------------------------------------------------------------------------------------------------
+def merge_everywhere(symbols: list[str], best: tuple[str, str], first_only: bool = False) -> None:
+    i = 0
+    while i < len(symbols) - 1:
+        if (symbols[i], symbols[i + 1]) == best:
+            symbols[i : i + 2] = [best[0] + best[1]]
+            if first_only:
+                return
+        i += 1
+
+
+def bpe_merges_unweighted(words: dict[str, int], n_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Pairs counted once per distinct word: the word counts c(w) left out."""
+    return _bpe(words, n_merges, min_frequency, weighted=False)
+
+
+def bpe_merges_first_occurrence(words: dict[str, int], n_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Only the first a* b* of each word merged, not every one."""
+    return _bpe(words, n_merges, min_frequency, first_only=True)
+
+
+def bpe_merges_ties_high(words: dict[str, int], n_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Ties between equally frequent pairs go to the higher ids (the last pair found)."""
+    return _bpe(words, n_merges, min_frequency, ties_high=True)
+
+
+def _bpe(words, n_merges, min_frequency, weighted=True, first_only=False, ties_high=False):
+    """bpe_merges with one of the mistakes switched on."""
+    rank = {symbol: i for i, symbol in enumerate(sorted({ch for word in words for ch in word}))}
+    segmented = [(list(word), count) for word, count in words.items()]
+    merges = []
+    while len(merges) < n_merges:
+        pairs: dict[tuple[str, str], int] = {}
+        for symbols, count in segmented:
+            for pair in itertools.pairwise(symbols):
+                pairs[pair] = pairs.get(pair, 0) + (count if weighted else 1)
+        if not pairs:
+            break
+        sign = -1 if ties_high else 1
+        best = min(pairs, key=lambda pair: (-pairs[pair], sign * rank[pair[0]], sign * rank[pair[1]]))
+        if pairs[best] < min_frequency:
+            break
+        merges.append(best)
+        rank[best[0] + best[1]] = len(rank)
+        for symbols, _ in segmented:
+            merge_everywhere(symbols, best, first_only)
+    return merges
+
+
+def bpe_merges_by_regex(words: dict[str, int], n_merges: int, min_frequency: int = 2) -> list[tuple[str, str]]:
+    """Sennrich et al.'s form: each word a string of symbols joined by a separator, merged by a regular expression."""
+    import re
+
+    sep = "\x00"
+    rank = {symbol: i for i, symbol in enumerate(sorted({ch for word in words for ch in word}))}
+    vocab = {sep.join(word): count for word, count in words.items()}
+    merges = []
+    for _ in range(n_merges):
+        pairs: dict[tuple[str, str], int] = {}
+        for word, count in vocab.items():
+            symbols = word.split(sep)
+            for pair in itertools.pairwise(symbols):
+                pairs[pair] = pairs.get(pair, 0) + count
+        if not pairs:
+            break
+        best = max(pairs, key=lambda pair: (pairs[pair], -rank[pair[0]], -rank[pair[1]]))
+        if pairs[best] < min_frequency:
+            break
+        merges.append(best)
+        rank[best[0] + best[1]] = len(rank)
+        pattern = re.compile(f"(?<![^{sep}]){re.escape(best[0] + sep + best[1])}(?![^{sep}])")
+        vocab = {pattern.sub(best[0] + best[1], word): count for word, count in vocab.items()}
+    return merges
 
 
 def causal_loss_without_shift(logits: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -42,6 +119,20 @@ def causal_loss_by_gather(logits: Tensor, input_ids: Tensor, attention_mask: Ten
 
 
 EXERCISES = (
+    Exercise(
+        id="bpe-merges",
+        target="minilm.bpe:bpe_merges",
+        docs="docs/tokenizer.md#bytes-first-then-merges",
+        tests=("tests/test_tokenizer.py::test_bpe_merges_written_out_are_the_merges_the_tokenizers_trainer_learns",),
+        hints=(
+            "Count every adjacent pair of symbols in every word, each weighted by how often the word occurs.",
+            "The winner has the highest count; among equal counts, the lowest (rank of a, rank of b): the alphabet is "
+            "ranked by code point, and each new symbol takes the next rank.",
+            "Replace every occurrence of the pair in every word, left to right; stop when its count < min_frequency.",
+        ),
+        mutants=(bpe_merges_unweighted, bpe_merges_first_occurrence, bpe_merges_ties_high),
+        alternatives=(bpe_merges_by_regex,),
+    ),
     Exercise(
         id="causal-lm-loss",
         target="minilm.training.objectives:causal_lm_loss",
