@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from minilm.exercises import COURSE, EXERCISES
 from minilm.exercises.catalog.model import top_k_by_loop
 from minilm.exercises.exercise import STUB_IMPORTS
+from minilm.exercises.registry import CATALOG, ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +36,10 @@ def verified(tmp_path_factory) -> dict[str, dict[str, bool]]:
     return json.loads(result.stdout)
 
 
+def test_the_course_orders_every_exercise_once():
+    assert sorted(ORDER) == sorted(CATALOG) and len(set(ORDER)) == len(ORDER) == len(COURSE)
+
+
 def test_the_course_lists_every_exercise_with_the_command_that_starts_it():
     course = (ROOT / "docs" / "course.md").read_text(encoding="utf-8")
     for e in COURSE:
@@ -44,7 +50,8 @@ def test_every_exercise_has_docs_hints_at_least_two_mutants_and_tests_that_exist
     for e in COURSE:
         assert e.equation and e.hints and len(e.mutants) >= 2, e.id
         page, _, anchor = e.docs.partition("#")
-        assert (ROOT / page).is_file() and anchor, e.id
+        headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(encoding="utf-8"), re.M)
+        assert anchor in {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}, e.docs
         for node in e.tests:
             path, _, name = node.partition("::")
             assert name.split("[")[0] in (ROOT / path).read_text(encoding="utf-8"), node

@@ -99,6 +99,17 @@ def test_feed_forward_is_gelu_between_two_linear_maps():
     torch.testing.assert_close(ffn(x), gelu @ ffn.W_2.weight.T + ffn.W_2.bias)
 
 
+def test_feed_forward_uses_the_exact_erf_gelu_not_the_tanh_approximation():
+    """In float64, over pre-activations spread across [-4, 4] (where the tanh form is off by up to ~5e-4), FFN(x)
+    equals z/2 (1 + erf(z / sqrt(2))) between the two linear maps to 1e-12."""
+    ffn = FeedForward(tiny_config()).double()
+    x = 4 * torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    hidden = x @ ffn.W_1.weight.T + ffn.W_1.bias
+    assert hidden.abs().max() > 2, "the pre-activations must reach where the two GELUs differ"
+    gelu = hidden / 2 * (1 + torch.erf(hidden / 2**0.5))
+    torch.testing.assert_close(ffn(x), gelu @ ffn.W_2.weight.T + ffn.W_2.bias, rtol=1e-12, atol=1e-12)
+
+
 def test_block_is_pre_layernorm_attention_then_feed_forward_with_residuals():
     model = tiny_model()
     block = model.blocks[0]

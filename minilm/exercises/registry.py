@@ -8,7 +8,39 @@ from __future__ import annotations
 from minilm.exercises.catalog import adaptation, foundations, model, training, tuning
 from minilm.exercises.exercise import Exercise
 
-COURSE = (*model.EXERCISES, *training.EXERCISES, *foundations.EXERCISES, *tuning.EXERCISES, *adaptation.EXERCISES)
+ORDER = (
+    "bpe-merges",
+    "position-ids",
+    "attention-mask",
+    "attention",
+    "split-heads",
+    "merge-heads",
+    "layer-norm",
+    "feed-forward",
+    "kv-cache",
+    "causal-lm-loss",
+    "mask-tokens",
+    "masked-lm-loss",
+    "learning-rate",
+    "bits-per-byte",
+    "temperature",
+    "top-k",
+    "top-p",
+    "verbalizer",
+    "calibration",
+    "instruction-loss",
+    "soft-prompt",
+    "prefix-mask",
+    "prefix-mlp",
+    "bitfit",
+    "lora",
+    "lora-merge",
+    "online-softmax",
+)
+"""The course: from the tokenizer through the model, its objectives and decoding, to prompting, tuning and the
+FlashAttention recurrence."""
+CATALOG = {e.id: e for part in (training, model, foundations, tuning, adaptation) for e in part.EXERCISES}
+COURSE = tuple(CATALOG[exercise_id] for exercise_id in ORDER if exercise_id in CATALOG)
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in COURSE}
 
 

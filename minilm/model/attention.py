@@ -164,12 +164,12 @@ class MultiHeadAttention(nn.Module):
         self.W_o = nn.Linear(d, d)
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """(B, T, d) -> (B, h, T, d_k)."""
+        """(B, T, d) -> (B, h, T, d_k): head i gets features i d_k .. (i+1) d_k - 1 of every position."""
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
     def merge_heads(self, x: Tensor) -> Tensor:
-        """(B, h, T, d_k) -> (B, T, d): Concat(head_1, ..., head_h)."""
+        """(B, h, T, d_k) -> (B, T, d): Concat(head_1, ..., head_h), head i in features i d_k .. (i+1) d_k - 1."""
         B, _, T, _ = x.shape
         return x.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
 

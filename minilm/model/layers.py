@@ -19,8 +19,10 @@ from minilm.model.kv_cache import LayerCache
 
 
 def layer_norm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
-    """LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta, written out op by op: the reference
-    that LayerNorm.forward's fused kernel is tested against."""
+    """LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta, mu and sigma^2 over the last dimension.
+
+    Written out op by op: the reference that LayerNorm.forward's fused kernel is tested against.
+    """
     mu = x.mean(dim=-1, keepdim=True)
     var = (x - mu).pow(2).mean(dim=-1, keepdim=True)
     return gamma * (x - mu) / torch.sqrt(var + eps) + beta
@@ -52,6 +54,7 @@ class FeedForward(nn.Module):
         self.W_2 = nn.Linear(config.d_ff, config.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
+        """FFN(x) = GELU(x W_1 + b_1) W_2 + b_2, with the exact GELU(z) = z Phi(z) = z/2 (1 + erf(z / sqrt(2)))."""
         return self.W_2(F.gelu(self.W_1(x)))
 
 

@@ -7,9 +7,9 @@
 
 With `length_normalized` a word's score is divided by its number of tokens, s(w) / k, so long words are not
 penalised for having more tokens. Zero-shot and few-shot prompting, the tuned verbalizer readout
-(minilm.tuning.readouts) and `compare` all score through `word_scores`: only the positions that predict a word's
-tokens go through the output layer, and a sequence shared by several words (a causal prompt and every one-token
-word, a masked prompt and every k-token word) runs once.
+(minilm.tuning.readouts) and `compare` all score through `word_scores` (`word_reads` says which positions it
+reads): only the positions that predict a word's tokens go through the output layer, and a sequence shared by
+several words (a causal prompt and every one-token word, a masked prompt and every k-token word) runs once.
 
 Docs: docs/prompting.md (verbalizer word scores, zero-shot label scores).
 """
@@ -63,6 +63,26 @@ def base_logits(model: Transformer) -> LogitsAt:
     return logits_at
 
 
+def word_reads(prompt: Rendered, word: tuple[int, ...], causal: bool) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+    """s(w) = sum_j log p(w_j | prompt, w_<j): the ids to run and the (position, w_j) each of w's tokens is read at.
+
+    causal: ids = prompt + w_1 .. w_{k-1}, and position slot - 1 + j predicts w_{j+1};
+    masked: ids = the prompt (k [MASK] at the slot), and position slot + j holds w_{j+1}.
+
+    Returns (the ids to run, [(position, token) for each of the word's k tokens]). A masked prompt with fewer than k
+    [MASK] from its slot on is a ValueError saying to render it with slot_tokens = k.
+    """
+    if causal:
+        return tuple(prompt.ids) + tuple(word[:-1]), [(prompt.slot - 1 + j, t) for j, t in enumerate(word)]
+    masks = sum(1 for t in prompt.ids[prompt.slot :] if t == MASK_ID)
+    if masks < len(word):
+        raise ValueError(
+            f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
+            "render it with slot_tokens = the word's length"
+        )
+    return tuple(prompt.ids), [(prompt.slot + j, t) for j, t in enumerate(word)]
+
+
 def word_scores(
     logits_at: LogitsAt,
     prompts: list[Rendered],
@@ -78,21 +98,7 @@ def word_scores(
     masked: the prompt has k [MASK] at the slot (render it with slot_tokens=k); slot + j holds w_{j+1}.
     grad: keep the graph (prompt-based fine-tuning trains through these scores).
     """
-    items = []  # (ids, [(position, token)]) for prompt n, word w at index n * W + w
-    for prompt in prompts:
-        for word in words:
-            if causal:
-                items.append(
-                    (tuple(prompt.ids) + tuple(word[:-1]), [(prompt.slot - 1 + j, t) for j, t in enumerate(word)])
-                )
-            else:
-                masks = sum(1 for t in prompt.ids[prompt.slot :] if t == MASK_ID)
-                if masks < len(word):
-                    raise ValueError(
-                        f"the prompt has {masks} [MASK] at its slot but the word has {len(word)} tokens: "
-                        "render it with slot_tokens = the word's length"
-                    )
-                items.append((tuple(prompt.ids), [(prompt.slot + j, t) for j, t in enumerate(word)]))
+    items = [word_reads(prompt, word, causal) for prompt in prompts for word in words]  # prompt n, word w: n W + w
     sequences: dict[tuple[int, ...], int] = {}  # one forward pass per distinct sequence
     for ids, _ in items:
         sequences.setdefault(ids, len(sequences))

@@ -75,7 +75,10 @@ class TuningMethod(nn.Module):
         return None
 
     def embed(self, base: Transformer, input_ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """[P; E[x]] and its mask when the method has a soft prompt P, else E[x]."""
+        """[P; E[x]] and the mask [1; m] when the method has a soft prompt P (n, d), else E[x] and m.
+
+        P is the same for every row of the batch; its n positions come first and are never padding.
+        """
         P = self.soft_prompt()
         embeds = base.tok_emb(input_ids)
         if P is None:

@@ -21,6 +21,7 @@ class BitFit(TuningMethod):
     name = "bitfit"
 
     def setup(self, base: Transformer) -> None:
+        """phi = {b of every linear layer} + {beta of every LayerNorm}: the base frozen, then exactly those train."""
         base.requires_grad_(False)
         for module in base.modules():
             if isinstance(module, LayerNorm):

@@ -62,7 +62,10 @@ class PrefixMLP(nn.Module):
             nn.init.zeros_(self.W_2.bias)
 
     def forward(self) -> Tensor:
-        """(L, 2, n, d): out[l, 0] = P_k^l, out[l, 1] = P_v^l."""
+        """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2 as (L, 2, n, d): out[l, 0] = P_k^l, out[l, 1] = P_v^l.
+
+        Row i of MLP(P') (n, L 2 d) is position i of [P_k^1, P_v^1, ..., P_k^L, P_v^L] side by side, d numbers each.
+        """
         rows = self.W_2(torch.tanh(self.W_1(self.P_prime)))  # (n, L * 2 * d)
         return rows.view(-1, *self.shape).permute(1, 2, 0, 3)
 
