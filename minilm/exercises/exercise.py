@@ -53,6 +53,8 @@ class Exercise:
     uses: tuple[tuple[str, Callable[[Callable[..., Any]], Any]], ...] = ()
     alternatives: tuple[Callable[..., Any], ...] = field(default=(), repr=False)
     """Correct solutions written differently from the library's (a loop, einsum): the tests must pass them too."""
+    imports: str = ""
+    """Import lines the learner's stub needs beyond torch (the library's own helpers the function may use)."""
 
     @property
     def reference(self) -> Callable[..., Any]:
@@ -88,6 +90,6 @@ class Exercise:
             f'"""Exercise {self.id}: write `{self.name}` (see {self.docs}).\n\n'
             f"Grade it with:  python train.py exercise check {self.id}\n"
             f"A hint:         python train.py exercise hint {self.id}\n"
-            f'"""\n\n{STUB_IMPORTS}\n\n{signature}\n    """{body.strip()}\n    """\n'
+            f'"""\n\n{STUB_IMPORTS}{self.imports}\n\n{signature}\n    """{body.strip()}\n    """\n'
             f'    raise NotImplementedError("{self.name} is not written yet: write its body ({self.docs})")\n'
         )

@@ -5,7 +5,7 @@ Docs: docs/course.md (the exercises).
 
 from __future__ import annotations
 
-from minilm.exercises.catalog import adaptation, foundations, model, training, tuning
+from minilm.exercises.catalog import adaptation, budget_and_utf8, foundations, model, training, tuning
 from minilm.exercises.exercise import Exercise
 
 ORDER = (
@@ -22,10 +22,12 @@ ORDER = (
     "mask-tokens",
     "masked-lm-loss",
     "learning-rate",
+    "time-budget",
     "bits-per-byte",
     "temperature",
     "top-k",
     "top-p",
+    "utf8-step",
     "verbalizer",
     "calibration",
     "instruction-loss",
@@ -39,7 +41,9 @@ ORDER = (
 )
 """The course: from the tokenizer through the model, its objectives and decoding, to prompting, tuning and the
 FlashAttention recurrence."""
-CATALOG = {e.id: e for part in (training, model, foundations, tuning, adaptation) for e in part.EXERCISES}
+CATALOG = {
+    e.id: e for part in (training, model, foundations, tuning, adaptation, budget_and_utf8) for e in part.EXERCISES
+}
 COURSE = tuple(CATALOG[exercise_id] for exercise_id in ORDER if exercise_id in CATALOG)
 EXERCISES: dict[str, Exercise] = {exercise.id: exercise for exercise in COURSE}
 
