@@ -5,6 +5,7 @@ Docs: docs/course.md (the exercises).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from minilm.exercises.exercise import Exercise
@@ -104,47 +105,6 @@ def plan_ignoring_evaluations(
     )  # fmt: skip
 
 
-def plan_ignoring_the_measuring(
-    budget_s: float,
-    measured_s: float,
-    step_s: float,
-    eval_s: float,
-    measured_steps: int,
-    warmup_steps: int,
-    eval_every: int,
-) -> Plan:
-    """The whole budget B planned for the steps: the seconds already spent measuring are not taken off."""
-    steps = 0
-    while run_cost(steps + 1, step_s, eval_s, eval_cadence(steps + 1, eval_every)) <= budget_s:
-        steps += 1
-    if steps < 1:
-        raise ValueError("fits no training step")
-    return Plan(
-        budget_s, measured_s, step_s, eval_s, measured_steps, steps, min(warmup_steps, steps // 10),
-        eval_cadence(steps, eval_every),
-    )  # fmt: skip
-
-
-def plan_with_the_whole_warm_up(
-    budget_s: float,
-    measured_s: float,
-    step_s: float,
-    eval_s: float,
-    measured_steps: int,
-    warmup_steps: int,
-    eval_every: int,
-) -> Plan:
-    """The warm-up kept at warmup_steps however short the run: a short run never leaves its warm-up."""
-    left, steps = budget_s - measured_s, 0
-    while run_cost(steps + 1, step_s, eval_s, eval_cadence(steps + 1, eval_every)) <= left:
-        steps += 1
-    if steps < 1:
-        raise ValueError("fits no training step")
-    return Plan(
-        budget_s, measured_s, step_s, eval_s, measured_steps, steps, warmup_steps, eval_cadence(steps, eval_every)
-    )
-
-
 def plan_by_counting_up(
     budget_s: float,
     measured_s: float,
@@ -164,6 +124,34 @@ def plan_by_counting_up(
         budget_s, measured_s, step_s, eval_s, measured_steps, steps, min(warmup_steps, steps // 10),
         eval_cadence(steps, eval_every),
     )  # fmt: skip
+
+
+def plan_ignoring_the_measuring(
+    budget_s: float,
+    measured_s: float,
+    step_s: float,
+    eval_s: float,
+    measured_steps: int,
+    warmup_steps: int,
+    eval_every: int,
+) -> Plan:
+    """The whole budget B planned for the steps: the seconds already spent measuring are not taken off."""
+    plan = plan_by_counting_up(budget_s, 0.0, step_s, eval_s, measured_steps, warmup_steps, eval_every)
+    return dataclasses.replace(plan, measured_s=measured_s)
+
+
+def plan_with_the_whole_warm_up(
+    budget_s: float,
+    measured_s: float,
+    step_s: float,
+    eval_s: float,
+    measured_steps: int,
+    warmup_steps: int,
+    eval_every: int,
+) -> Plan:
+    """The warm-up kept at warmup_steps however short the run: a short run never leaves its warm-up."""
+    plan = plan_by_counting_up(budget_s, measured_s, step_s, eval_s, measured_steps, warmup_steps, eval_every)
+    return dataclasses.replace(plan, warmup_steps=warmup_steps)
 
 
 BUDGET = "tests/test_budget.py"
