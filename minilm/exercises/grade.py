@@ -3,7 +3,8 @@
     passed(f) = every test of the exercise passes with f in place of the reference (skips, e.g. CUDA-only, aside)
 
 The tests are the normal suite's own functions (one suite, no copy): in the normal run they test the library's
-function, here the learner's. pytest runs in this process, quietly, and reports come back as `Outcome`s.
+function, here the learner's. pytest runs in this process, quietly, once for any number of (exercise, function)
+pairs (`run_batch`), and reports come back as `Outcome`s.
 
 Docs: docs/course.md (how an exercise is graded).
 """
@@ -40,57 +41,26 @@ class Outcome:
         return f"{words} [{case.group(1)}]" if case else words
 
 
-class Grader:
-    """A pytest plugin: swaps the function in once the tests are imported, and records every test's outcome."""
-
-    def __init__(self, exercise: Exercise, function: Callable[..., Any]) -> None:
-        self.replacements = replacements_for(exercise, function)
-        self.outcomes: list[Outcome] = []
-        self.errors: list[str] = []
-        self.swap: Any = None
-
-    def pytest_collection_finish(self, session: Any) -> None:
-        self.swap = swapped(self.replacements, [PROJECT / "minilm", TESTS])
-        self.swap.__enter__()
-
-    def pytest_sessionfinish(self, session: Any, exitstatus: int) -> None:
-        if self.swap is not None:
-            self.swap.__exit__(None, None, None)
-            self.swap = None
-
-    def pytest_collectreport(self, report: Any) -> None:
-        if report.failed:
-            self.errors.append(f"{report.nodeid}: {first_lines(report)}")
-
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            result = "skipped" if report.skipped else "passed" if report.passed else "failed"
-            self.outcomes.append(Outcome(report.nodeid, result, first_lines(report) if report.failed else ""))
-
-
 def first_lines(report: Any, n: int = 6) -> str:
     crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     return "\n".join(text.strip().splitlines()[:n])
 
 
+def outcome_of(report: Any) -> Outcome | None:
+    """A test's outcome from its call report (or from a setup that failed or skipped); None for the other phases."""
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        result = "skipped" if report.skipped else "passed" if report.passed else "failed"
+        return Outcome(report.nodeid, result, first_lines(report) if report.failed else "")
+    return None
+
+
 def run_tests(exercise: Exercise, function: Callable[..., Any], stop_at_first: bool = False) -> list[Outcome]:
     """Run the exercise's tests with `function` swapped in; raises ValueError when the tests cannot be found or run."""
-    try:
-        import pytest
-    except ImportError:
-        raise ValueError('exercise mode runs minilm\'s tests: pip install -e ".[test]" (pytest)') from None
-    if not TESTS.is_dir():
-        raise ValueError(f"exercise mode needs minilm's tests in {TESTS}: work in a clone of the project")
-    grader = Grader(exercise, function)
-    args = [str(PROJECT / node) for node in exercise.tests]
-    args += ["-p", "no:terminal", "-p", "no:cacheprovider", "-W", "ignore", "--rootdir", str(PROJECT)]
-    pytest.main(args + (["-x"] if stop_at_first else []), plugins=[grader])
-    if grader.errors:
-        raise ValueError(f"the tests of {exercise.id} could not be collected: {grader.errors[0].splitlines()[0]}")
-    if not grader.outcomes:
+    outcomes = run_batch([(exercise, function, stop_at_first)])[0]
+    if not outcomes:
         raise ValueError(f"no test of {exercise.id} ran: its test ids ({', '.join(exercise.tests)}) are wrong")
-    return grader.outcomes
+    return outcomes
 
 
 class BatchGrader:
@@ -114,12 +84,8 @@ class BatchGrader:
             with swapped(replacements_for(exercise, function), [PROJECT / "minilm", TESTS]):
                 for i, item in enumerate(items):
                     nextitem = items[i + 1] if i + 1 < len(items) else None
-                    for report in runtestprotocol(item, nextitem=nextitem, log=False):
-                        if report.when == "call" or (report.when == "setup" and not report.passed):
-                            result = "skipped" if report.skipped else "passed" if report.passed else "failed"
-                            outcomes.append(
-                                Outcome(report.nodeid, result, first_lines(report) if report.failed else "")
-                            )
+                    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+                    outcomes += [o for o in map(outcome_of, reports) if o is not None]
                     if stop_at_first and any(o.result == "failed" for o in outcomes):
                         session._setupstate.teardown_exact(None)  # what is set up for the next item goes too
                         break
@@ -134,7 +100,12 @@ def selected(nodeid: str, tests: tuple[str, ...]) -> bool:
 
 def run_batch(jobs: list[tuple[Exercise, Callable[..., Any], bool]]) -> list[list[Outcome]]:
     """Each job's outcomes: (exercise, function, stop at the first failure), all graded in one pytest session."""
-    import pytest
+    try:
+        import pytest
+    except ImportError:
+        raise ValueError('exercise mode runs minilm\'s tests: pip install -e ".[test]" (pytest)') from None
+    if not TESTS.is_dir():
+        raise ValueError(f"exercise mode needs minilm's tests in {TESTS}: work in a clone of the project")
 
     grader = BatchGrader(jobs)
     files = sorted({node.partition("::")[0] for exercise, _, _ in jobs for node in exercise.tests})
