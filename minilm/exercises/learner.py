@@ -72,12 +72,17 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def read_results(folder: Path) -> dict[str, Any]:
+    """The last check of each exercise whose file is in `folder` (empty before the first check)."""
+    path = folder / RESULTS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def record(exercise: Exercise, path: Path, passed: bool) -> None:
     """Remember this check's result for `list`, beside the learner's files."""
-    results_path = path.parent / RESULTS
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    results = read_results(path.parent)
     results[exercise.id] = {"passed": passed, "sha256": file_hash(path), "file": path.name}
-    atomic_write(results_path, json.dumps(results, indent=2) + "\n")
+    atomic_write(path.parent / RESULTS, json.dumps(results, indent=2) + "\n")
 
 
 def status(exercise: Exercise, folder: Path = FOLDER) -> str:
@@ -85,9 +90,7 @@ def status(exercise: Exercise, folder: Path = FOLDER) -> str:
     path = folder / f"{exercise.id}.py"
     if not path.is_file():
         return "not started"
-    results_path = folder / RESULTS
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
-    last = results.get(exercise.id)
+    last = read_results(folder).get(exercise.id)
     if not last or last.get("sha256") != file_hash(path):
         return "not checked"
     return "passing" if last["passed"] else "failing"
