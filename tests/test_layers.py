@@ -19,6 +19,7 @@ LAYERS = {
     "files": 0,
     "outputs": 0,
     "settings": 0,
+    "task_files": 0,
     "tokenizer": 0,
     "model": 1,
     "training": 2,

@@ -49,7 +49,7 @@ def command(
 
 def with_default(help: str, default: Any) -> str:
     """The help text with "(default: X)", unless there is no default to state (None, or a switch that is off)."""
-    if default is None or default is False or "(default:" in help:
+    if default is None or default is False or default == () or "(default:" in help:
         return help
     return f"{help} (default: {show(default)})"
 
@@ -102,7 +102,7 @@ def add_field(
             kwargs["type"] = checked(kind, meta.get("check"))
         if meta.get("choices"):
             kwargs["choices"] = list(meta["choices"])
-        if isinstance(f.default, tuple) and f.default:
+        if isinstance(f.default, tuple):
             kwargs["nargs"] = "+"
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]

@@ -10,6 +10,7 @@ import argparse
 from minilm.cli.flags import SUPPRESS, add_settings, command, given
 from minilm.model import ModelConfig
 from minilm.training import CorpusConfig, TrainConfig, pretrain
+from minilm.training.presets import PRESETS
 
 HELP = "pretrain a model on text files (the default command)"
 DESCRIPTION = "Pretrain a model; flags left out keep their defaults, or the saved run's values with --resume."
@@ -17,6 +18,13 @@ DESCRIPTION = "Pretrain a model; flags left out keep their defaults, or the save
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "pretrain", run, HELP, DESCRIPTION)
+    p.add_argument(
+        "--preset",
+        default=SUPPRESS,
+        choices=list(PRESETS),
+        help="start from a named set of settings, each described in docs/training.md#presets; flags given beside "
+        "it override it (default: default)",
+    )
     add_settings(p.add_argument_group("data"), CorpusConfig)
     g = p.add_argument_group("model")
     g.add_argument("--config", metavar="FILE.json", help="a model config.json; flags given here override it")

@@ -2,6 +2,11 @@
 
     files ──split──▶ train text, val text ──Tokenizer──▶ ids (uint16 memmap, cached) ──▶ windows | packed blocks
 
+* Documents: a text file, every .txt file in a folder, or a task folder's *train* split (its texts one per line,
+  without labels: task-adaptive pretraining); a task's dev and test texts never enter through --data.
+* Hold-out: every line equal to a dev or test text of a --hold-out task folder is removed from every document, so
+  a base never pretrains on the texts a task is judged on.
+
 * Split: every document (file) gives its first (1 - f) of characters, cut at a line end, to train
   and the rest to validation, so both splits see every document and the split never changes.
 * Cache: the ids of both splits are written once to `cache_dir/<key>/`, where the key hashes the
@@ -28,6 +33,7 @@ from torch import Tensor
 
 from minilm.files import atomic_write, read_utf8_lines
 from minilm.settings import PROJECT, setting
+from minilm.task_files import is_task_folder, split_texts
 from minilm.tokenizer import CLS_ID, EOS_ID, NUM_SPECIAL_TOKENS, PAD_ID, SEP_ID, Tokenizer
 
 CACHE_FORMAT = 1
@@ -39,7 +45,16 @@ DEFAULT_DATA = PROJECT / "data" / "tinyshakespeare.txt"
 class CorpusConfig:
     """Where the pretraining text comes from and how it is split and cached."""
 
-    data: tuple[str, ...] = setting((str(DEFAULT_DATA),), "UTF-8 text files or folders of .txt files", metavar="PATH")
+    data: tuple[str, ...] = setting(
+        (str(DEFAULT_DATA),),
+        "UTF-8 text files, folders of .txt files, or task folders (their train texts, without labels)",
+        metavar="PATH",
+    )
+    hold_out: tuple[str, ...] = setting(
+        (),
+        "task folders whose dev and test texts are removed from the corpus (every line equal to one of them)",
+        metavar="TASK_DIR",
+    )
     val_fraction: float = setting(0.1, "share of each file held out for validation", check="probability")
     tokenizer: str | None = setting(None, "reuse this tokenizer.json instead of training one", type=str, metavar="FILE")
     cache_dir: str | None = setting(
@@ -50,13 +65,14 @@ class CorpusConfig:
 
 # ---- files and text ------------------------------------------------------------------------------
 def find_text_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """The text files named by `paths`: files as given, folders searched recursively for *.txt (sorted)."""
+    """The documents named by `paths`: files as given, task folders as themselves (their train split), other
+    folders searched recursively for *.txt (sorted)."""
     if not paths:
         raise ValueError("no data given: pass --data with a text file or a folder of .txt files")
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_file():
+        if path.is_file() or is_task_folder(path):
             files.append(path)
         elif path.is_dir():
             found = sorted(
@@ -67,7 +83,10 @@ def find_text_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
-                raise ValueError(f"folder {path} holds no .txt files: put UTF-8 text files ending in .txt there")
+                raise ValueError(
+                    f"folder {path} holds no .txt files and no task (train.tsv): put UTF-8 text files ending in .txt "
+                    "there"
+                )
             files.extend(found)
         else:
             raise FileNotFoundError(
@@ -77,8 +96,33 @@ def find_text_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
 
 
 def read_text(path: Path, skip_invalid_utf8: bool = False) -> str:
-    """The whole text of a UTF-8 file; bad bytes are an error naming the line and byte offset, or dropped on request."""
+    """The whole text of a UTF-8 file; bad bytes are an error naming the line and byte offset, or dropped on request.
+    A task folder's text is its train split's texts, one per line."""
+    if path.is_dir():
+        return "".join(text + "\n" for text in split_texts(path, "train"))
     return "".join(read_utf8_lines(path, skip_invalid_utf8))
+
+
+def held_out_lines(task_folders: list[str | os.PathLike[str]]) -> set[str]:
+    """The dev and test texts of the task folders, stripped: the lines a corpus must not contain."""
+    held: set[str] = set()
+    for raw in task_folders:
+        folder = Path(raw)
+        if not is_task_folder(folder):
+            raise FileNotFoundError(
+                f"--hold-out {folder} is not a task folder (it needs train.tsv or train.jsonl, and dev/test splits)"
+            )
+        held.update(text.strip() for split in ("dev", "test") for text in split_texts(folder, split))
+    return held - {""}
+
+
+def remove_lines(text: str, held: set[str]) -> tuple[str, int]:
+    """(text without the lines whose stripped content is in `held`, how many lines were removed)."""
+    if not held:
+        return text, 0
+    lines = text.splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() not in held]
+    return "".join(kept), len(lines) - len(kept)
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:
@@ -145,6 +189,8 @@ class Corpus:
     val: TokenStream
     files: list[str]
     cache_dir: Path
+    removed_lines: int = 0
+    """Lines left out because they are a held-out task's dev or test text."""
 
 
 def cache_key(file_digests: list[str], tokenizer: Tokenizer, val_fraction: float, skip_invalid_utf8: bool) -> str:
@@ -164,21 +210,38 @@ def cache_key(file_digests: list[str], tokenizer: Tokenizer, val_fraction: float
     return h.hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class CorpusText:
+    """The corpus as text: its documents, a digest of each (after the hold-out), and their train/validation parts."""
+
+    files: list[Path]
+    digests: list[str]
+    train: list[str]
+    val: list[str]
+    removed_lines: int
+    """Lines removed because they are a held-out task's dev or test text."""
+
+
 def read_corpus(
-    paths: list[str | os.PathLike[str]], val_fraction: float = 0.1, skip_invalid_utf8: bool = False
-) -> tuple[list[Path], list[str], list[str], list[str]]:
-    """(files, their sha256 digests, train texts, val texts) for the files named by `paths`."""
+    paths: list[str | os.PathLike[str]],
+    val_fraction: float = 0.1,
+    skip_invalid_utf8: bool = False,
+    hold_out: list[str | os.PathLike[str]] = (),
+) -> CorpusText:
+    """The documents named by `paths`, without the held-out tasks' dev and test lines, split into train and val."""
     files = find_text_files(paths)
-    digests, train_texts, val_texts = [], [], []
+    held = held_out_lines(list(hold_out))
+    digests, train_texts, val_texts, removed = [], [], [], 0
     for path in files:
-        text = read_text(path, skip_invalid_utf8)
+        text, n = remove_lines(read_text(path, skip_invalid_utf8), held)
+        removed += n
         digests.append(hashlib.sha256(text.encode("utf-8")).hexdigest())
         train, val = split_text(text, val_fraction)
         train_texts.append(train)
         val_texts.append(val)
     if not any(t.strip() for t in train_texts):
         raise ValueError(f"the corpus in {', '.join(map(str, paths))} is empty: give it some text")
-    return files, digests, train_texts, val_texts
+    return CorpusText(files, digests, train_texts, val_texts, removed)
 
 
 def prepare_corpus(
@@ -187,10 +250,12 @@ def prepare_corpus(
     cache_dir: str | os.PathLike[str],
     val_fraction: float = 0.1,
     skip_invalid_utf8: bool = False,
+    hold_out: list[str | os.PathLike[str]] = (),
 ) -> Corpus:
     """Encode the corpus once into `cache_dir/<key>/` (memmapped .npy files) and reuse it afterwards."""
-    files, digests, train_texts, val_texts = read_corpus(paths, val_fraction, skip_invalid_utf8)
-    folder = Path(cache_dir) / cache_key(digests, tokenizer, val_fraction, skip_invalid_utf8)
+    text = read_corpus(paths, val_fraction, skip_invalid_utf8, hold_out)
+    files, train_texts, val_texts = text.files, text.train, text.val
+    folder = Path(cache_dir) / cache_key(text.digests, tokenizer, val_fraction, skip_invalid_utf8)
     if not (folder / "meta.json").is_file():  # meta.json is written last: its presence means complete
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"format": CACHE_FORMAT, "files": [str(f) for f in files]}
@@ -209,7 +274,7 @@ def prepare_corpus(
         )
         for name in ("train", "val")
     }
-    return Corpus(streams["train"], streams["val"], [str(f) for f in files], folder)
+    return Corpus(streams["train"], streams["val"], [str(f) for f in files], folder, text.removed_lines)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -150,7 +150,12 @@ def evaluate_run(
             raise ValueError(f"{run} has no train_args.json, so its validation split is unknown: pass --data")
         cache = train_args.get("cache_dir") or str(Path(train_args["out"]).parent / ".cache")
         corpus = prepare_corpus(
-            train_args["data"], tokenizer, cache, train_args["val_fraction"], train_args["skip_invalid_utf8"]
+            train_args["data"],
+            tokenizer,
+            cache,
+            train_args["val_fraction"],
+            train_args["skip_invalid_utf8"],
+            train_args.get("hold_out", ()),
         )
         stream, what = corpus.val, "the validation split"
     if model.config.causal:

@@ -1,7 +1,7 @@
 """`train.py pretrain` as one function: settings -> tokenizer, cached corpus, model, the loop, a run directory, a demo.
 
-    settings = defaults (ModelConfig, TrainConfig, CorpusConfig) <- a --config file <- the resumed run's
-               train_args.json <- the flags given
+    settings = defaults (ModelConfig, TrainConfig, CorpusConfig) <- a --preset <- a --config file <- the resumed
+               run's train_args.json <- the flags given
 
 Under torchrun, rank 0 trains the tokenizer and encodes the corpus; the other processes wait for it, and a failure
 there stops every process with the same one-line error.
@@ -29,13 +29,14 @@ from minilm.training.budget import run_length
 from minilm.training.corpus import CorpusConfig, prepare_corpus, read_corpus
 from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.loop import Processes
+from minilm.training.presets import preset
 from minilm.training.run import CONFIG, INSTRUCT, PRETRAIN, TOKENIZER, load_run, read_train_args, write_run_files
 from minilm.training.trainer import TrainConfig, Trainer
 
 MODEL_SETTINGS = tuple(f.name for f in settings_fields(ModelConfig) if f.metadata["cli"])
 TRAIN_SETTINGS = tuple(f.name for f in settings_fields(TrainConfig))
 CORPUS_SETTINGS = tuple(f.name for f in settings_fields(CorpusConfig))
-FIXED_FOR_A_RUN = (*MODEL_SETTINGS, "objective", "data", "val_fraction", "tokenizer")
+FIXED_FOR_A_RUN = (*MODEL_SETTINGS, "objective", "data", "hold_out", "val_fraction", "tokenizer")
 """What a resumed run must keep."""
 
 
@@ -52,19 +53,28 @@ def flag(name: str) -> str:
 
 
 def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: str | None = None) -> dict[str, Any]:
-    """The settings of a run (see the module docstring), with `out` and `d_ff` filled in."""
+    """The settings of a run (see the module docstring), with `out`, `d_ff` and `preset` filled in."""
     settings = default_settings()
+    given = dict(given)
+    name = given.pop("preset", None)
+    out = Path(given.get("out") or RUNS / given.get("objective", settings["objective"]))
+    saved = read_train_args(out) if resume else {}
+    if resume and name is not None and name != saved.get("preset", "default"):
+        raise ValueError(
+            f"--resume: the run in {out} was started with --preset {saved.get('preset', 'default')}, not {name}; "
+            "drop --preset to continue it, or start a new run with another --out"
+        )
+    name = name or saved.get("preset") or "default"
+    settings.update(preset(name).values())
     if config_file:
         c = ModelConfig.load(config_file)
         settings.update(
             {name: getattr(c, name) for name in MODEL_SETTINGS}, objective="causal" if c.causal else "masked"
         )
-    given = dict(given)
-    if "data" in given:  # kept absolute, so eval and --resume work from any folder
-        given["data"] = [str(Path(p).resolve()) for p in given["data"]]
-    out = Path(given.get("out") or RUNS / given.get("objective", settings["objective"]))
+    for key in ("data", "hold_out"):  # kept absolute, so eval and --resume work from any folder
+        if key in given:
+            given[key] = [str(Path(p).resolve()) for p in given[key]]
     if resume:
-        saved = read_train_args(out)
         if not saved:
             raise ValueError(
                 f"--resume: {out} holds no run to continue (no train_args.json); start one without --resume"
@@ -78,7 +88,7 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
         settings.update({k: v for k, v in saved.items() if k in settings})
     settings.update(given)
     settings.update(run_length(given, resume))
-    settings["out"] = str(out)
+    settings["out"], settings["preset"] = str(out), name
     settings["cache_dir"] = str(Path(settings["cache_dir"] or out.parent / ".cache").resolve())
     if settings["d_ff"] is None:
         settings["d_ff"] = 4 * settings["d_model"]
@@ -88,12 +98,16 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
 def _prepare(s: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tuple[Tokenizer, ModelConfig, Any]:
     """Rank 0's part of starting a run: check --out, train (or load) the tokenizer, encode the corpus, write the run
     files."""
-    reads = [("--data", p) for p in s["data"]] + ([("--tokenizer", s["tokenizer"])] if s["tokenizer"] else [])
+    reads = (
+        [("--data", p) for p in s["data"]]
+        + [("--hold-out", p) for p in s["hold_out"]]
+        + ([("--tokenizer", s["tokenizer"])] if s["tokenizer"] else [])
+    )
     check_output(out, PRETRAIN, resume=resume, overwrite=overwrite, reads=reads, known=[INSTRUCT])
     if resume or s["tokenizer"]:
         tokenizer = Tokenizer.load(out / TOKENIZER if resume else s["tokenizer"])
     else:
-        _, _, train_texts, _ = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"])
+        train_texts = read_corpus(s["data"], s["val_fraction"], s["skip_invalid_utf8"], s["hold_out"]).train
         tokenizer = Tokenizer.train(texts=train_texts, vocab_size=s["vocab_size"])
     config = ModelConfig(
         **{
@@ -107,7 +121,9 @@ def _prepare(s: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tup
             f"--resume: {out}/{CONFIG} describes a different model than these settings; "
             "resume with the flags the run was started with"
         )
-    corpus = prepare_corpus(s["data"], tokenizer, s["cache_dir"], s["val_fraction"], s["skip_invalid_utf8"])
+    corpus = prepare_corpus(
+        s["data"], tokenizer, s["cache_dir"], s["val_fraction"], s["skip_invalid_utf8"], s["hold_out"]
+    )
     claim_output(out, PRETRAIN, fresh=not resume)  # only now that the data is known to be good
     write_run_files(out, tokenizer, config, {k: v for k, v in s.items() if k != "device"})
     return tokenizer, config, corpus
@@ -132,6 +148,11 @@ def pretrain(
     if procs.world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if resolve_device(config.device) == "cuda" else "gloo")
     say = log if procs.is_main else (lambda _: None)
+    overridden = sorted(set(given) & set(preset(s["preset"]).settings))
+    say(
+        preset(s["preset"]).describe()
+        + (f"; given beside it: {', '.join(flag(k) for k in overridden)}" if overridden else "")
+    )
     failure = None
     if procs.is_main:
         try:
@@ -147,7 +168,9 @@ def pretrain(
         if not procs.is_main:
             tokenizer = Tokenizer.load(out / TOKENIZER)
             model_config = ModelConfig.load(out / CONFIG)
-            corpus = prepare_corpus(s["data"], tokenizer, s["cache_dir"], s["val_fraction"], s["skip_invalid_utf8"])
+            corpus = prepare_corpus(
+                s["data"], tokenizer, s["cache_dir"], s["val_fraction"], s["skip_invalid_utf8"], s["hold_out"]
+            )
     elif failure is not None:
         raise failure
 
@@ -160,8 +183,13 @@ def pretrain(
         f"{resolve_precision(config.precision, device)}"
     )
     say(
-        f"data: {len(corpus.train):,} train / {len(corpus.val):,} validation tokens from {len(corpus.files)} file(s); "
-        f"run directory {out}"
+        f"data: {len(corpus.train):,} train / {len(corpus.val):,} validation tokens from {len(corpus.files)} file(s)"
+        + (
+            f" ({corpus.removed_lines:,} lines held out: dev or test texts of {', '.join(s['hold_out'])})"
+            if s["hold_out"]
+            else ""
+        )
+        + f"; run directory {out}"
     )
     try:
         trainer = Trainer(model, tokenizer, corpus, config, out, resume=resume, log=say)
