@@ -360,3 +360,46 @@ def test_repository_sentiment_task_has_labels_0_and_1_and_a_balanced_train_split
     assert task.labels == ["0", "1"]
     counts = task.balance("train")
     assert counts["0"] > 0 and counts["0"] == counts["1"], counts
+
+
+# --- task.json's template ---------------------------------------------------------------------------
+
+
+def test_task_json_template_is_stored_on_the_task_and_is_none_without_one(tmp_path):
+    task = load_task(make_task(tmp_path / "t", spec={"template": "Review: {text}\nVerdict:"}))
+    assert task.template == "Review: {text}\nVerdict:"
+    assert load_task(make_task(tmp_path / "u")).template is None
+    assert load_task(make_task(tmp_path / "v", spec={"labels": ["neg", "pos", "mid"]})).template is None
+
+
+@pytest.mark.parametrize(
+    "template, problem",
+    [
+        ("no field\nhere", "it has no {text}"),
+        (["{text} It was"], "not a string"),
+        ("{text} given {premise}", "its fields are text, premise"),
+        ("{input} It was", "its fields are input"),
+        ("{text} [MASK] or [MASK]", "it has 2 [MASK] answer slots"),
+    ],
+)
+def test_a_task_json_template_without_one_text_field_is_a_one_line_error_naming_the_file(tmp_path, template, problem):
+    folder = make_task(tmp_path / "t", spec={"template": template})
+    with pytest.raises(ValueError) as info:
+        load_task(folder)
+    message = str(info.value)
+    assert str(folder / "task.json") in message and "'template'" in message and "{text}" in message
+    assert problem in message and "\n" not in message
+
+
+def test_tune_reads_out_through_the_task_json_template_unless_a_template_is_given(tmp_path, tokenizer):
+    from minilm.tuning.readouts import PLAIN, ClassificationHead, build_readout
+
+    words = {"neg": " bad", "pos": " good", "mid": " so"}
+    task = load_task(make_task(tmp_path / "t", spec={"label_words": words, "template": "{text} It was"}))
+    readout, _ = build_readout(task, tokenizer, 32)
+    assert readout.template == "{text} It was"
+    assert readout.after == tokenizer.encode(" It was") and readout.tail == []  # no [MASK]: the slot is the end
+    assert build_readout(task, tokenizer, 32, template="{text} So")[0].template == "{text} So"
+    assert isinstance(build_readout(task, tokenizer, 32, readout="head")[0], ClassificationHead)  # no template error
+    plain = load_task(make_task(tmp_path / "u", spec={"label_words": words}))
+    assert build_readout(plain, tokenizer, 32)[0].template == PLAIN

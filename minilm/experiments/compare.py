@@ -1,9 +1,15 @@
 """The comparison: every way of turning one pretrained base to a task, on the same data, seeds fixed.
 
-    zero-shot     template + verbalizer, no training
-    few-shot      k demonstrations per label in front of the query (a new draw of demonstrations per seed)
-    tuned         prompt tuning, prompt encoder, prefix tuning, first-k freezing, BitFit, LoRA, full fine-tuning,
-                  each read out by the template's label words (PET-style) and by a classification head
+    majority class        the most frequent train label, for every example              (baseline: no base)
+    bag-of-n-grams LR     logistic regression on binary unigrams + bigrams, fitted on train  (baseline: no base)
+    zero-shot             template + verbalizer, no training
+    calibrated zero-shot  zero-shot divided by the scores of the content-free input "N/A" (Zhao et al. 2021)
+    few-shot              k demonstrations per label in front of the query (a new draw of demonstrations per seed)
+    tuned                 prompt tuning, prompt encoder, prefix tuning, first-k freezing, BitFit, LoRA, full
+                          fine-tuning, each read out by the template's label words (PET-style) and by a head
+
+The template: --template, else the task.json's, else DEFAULT_TEMPLATES. The baselines (minilm/experiments/baselines.py)
+see the train split only and are deterministic: one value per column.
 
 For the tuned methods each seed is a separate run (new parameters, data order and dropout), tuned with the
 method's DEFAULT_LR and early stopping on dev macro-F1; the best checkpoint is evaluated. Reported: mean and
@@ -27,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from minilm.experiments.baselines import INSTALL, MissingScikitLearn, bag_of_ngrams_logistic_regression, majority_class
 from minilm.experiments.memory import peak_bytes, tensor_bytes
 from minilm.files import atomic_write
 from minilm.model import Transformer
@@ -35,6 +42,7 @@ from minilm.prompting import (
     Template,
     Verbalizer,
     base_logits,
+    calibrate,
     demonstration,
     few_shot_demonstrations,
     few_shot_prefixes,
@@ -49,7 +57,7 @@ from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.metrics import classification_report
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
-from minilm.tuning.tasks import Task, load_task
+from minilm.tuning.tasks import Example, Task, load_task
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
 from minilm.tuning.tuned import TUNE, TunedModel
 
@@ -79,7 +87,8 @@ class CompareConfig:
     methods: tuple[str, ...] = setting(tuple(METHODS), "tuned methods to run", choices=tuple(METHODS))
     template: str | None = setting(
         None,
-        f'default: "{DEFAULT_TEMPLATES[True]}" (causal) or "{DEFAULT_TEMPLATES[False]}" (masked)',
+        f'default: the task.json template, else "{DEFAULT_TEMPLATES[True]}" (causal) or '
+        f'"{DEFAULT_TEMPLATES[False]}" (masked)',
         type=str,
         metavar="TEXT",
     )
@@ -105,12 +114,23 @@ QUICK = {
 """--quick: a smoke run of every row in seconds (what the tests run)."""
 
 
+KINDS = ("baseline", "prompted", "tuned")
+"""Row.kind: no base at all; the frozen base prompted, nothing trained; a tuning method trained on the base."""
+CONTENT_FREE = "N/A"
+"""The content-free input of calibrated zero-shot."""
+NO_SKLEARN = f"bag-of-words logistic regression: skipped, scikit-learn is not installed ({INSTALL})"
+
+
 @dataclass
 class Row:
     method: str
     readout: str
     trainable: int
+    """Learned numbers: tuned parameters, or a baseline's own coefficients (which are not part of the base)."""
     base: int
+    """Parameters of the base the row uses (0 for a baseline: it uses none)."""
+    kind: str
+    """One of KINDS."""
     dev_accuracy: list[float] = field(default_factory=list)
     dev_macro_f1: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
@@ -138,7 +158,9 @@ def markdown(rows: list[Row], has_test: bool) -> str:
             [
                 r.method,
                 r.readout,
-                f"{r.trainable:,} ({100 * r.trainable / r.base:.2f}%)",
+                f"{r.trainable:,} (no base used)"
+                if r.kind == "baseline"
+                else f"{r.trainable:,} ({100 * r.trainable / r.base:.2f}%)",
                 _mean_std(r.dev_accuracy),
                 _mean_std(r.dev_macro_f1),
             ]
@@ -150,6 +172,43 @@ def markdown(rows: list[Row], has_test: bool) -> str:
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def record(row: Row, split: str, predicted: list[int], examples: list[Example], labels: list[str]) -> None:
+    """Append the accuracy (and on dev the macro-F1) of `predicted` on `examples` to the row's `split` columns."""
+    report = classification_report(predicted, [e.label for e in examples], labels)
+    if split == "dev":
+        row.dev_accuracy.append(report["accuracy"])
+        row.dev_macro_f1.append(report["macro_f1"])
+    else:
+        row.test_accuracy.append(report["accuracy"])
+
+
+def baseline_rows(
+    task: Task, train: list[Example], dev: list[Example], test: list[Example], log: Callable[[str], None] = print
+) -> list[Row]:
+    """The majority class and bag-of-n-grams rows, fitted on `train` alone and scored on dev (and test when given);
+    without scikit-learn the second is left out and NO_SKLEARN logged."""
+    labels, y = task.labels, [e.label for e in train]
+    evaluated = [("dev", dev), ("test", test)]
+    majority = Row("majority class", "-", 0, 0, "baseline")
+    y_major = majority_class(y, len(labels))
+    for split, examples in evaluated:
+        if examples:
+            record(majority, split, [y_major] * len(examples), examples, labels)
+    log(f"majority class ({labels[y_major]}): dev accuracy {_mean_std(majority.dev_accuracy)}")
+    try:
+        fitted = bag_of_ngrams_logistic_regression([e.text for e in train], y, [e.text for e in dev + test])
+    except MissingScikitLearn:
+        log(NO_SKLEARN)
+        return [majority]
+    ngrams = Row("bag-of-n-grams logistic regression", "-", fitted.n_parameters, 0, "baseline")
+    predicted = {"dev": fitted.predictions[: len(dev)], "test": fitted.predictions[len(dev) :]}
+    for split, examples in evaluated:
+        if examples:
+            record(ngrams, split, predicted[split], examples, labels)
+    log(f"bag-of-n-grams logistic regression (C = {fitted.C:g}): dev accuracy {_mean_std(ngrams.dev_accuracy)}")
+    return [majority, ngrams]
 
 
 def step_memory_mib(model: TunedModel, tokenizer: Tokenizer, task: Task, config: CompareConfig) -> float:
@@ -183,7 +242,7 @@ def compare(
     """Run every row of the comparison; `load_base()` gives a fresh copy of the base each time."""
     base = load_base()
     causal, max_len, n_base = base.config.causal, base.config.max_len, base.num_parameters()
-    template = config.template or DEFAULT_TEMPLATES[causal]
+    template = config.template or task.template or DEFAULT_TEMPLATES[causal]
     if not task.label_words:
         raise ValueError(
             f"task {task.name} has no label words (task.json label_words): the verbalizer needs one word per label"
@@ -193,38 +252,37 @@ def compare(
     if config.max_eval_examples:
         dev = dev[: config.max_eval_examples]
         test = test[: config.max_eval_examples] if test else test
-    rows: list[Row] = []
+    train = task.split("train")
+    rows = baseline_rows(task, train, dev, test or [], log)
 
-    def prompted(name: str, prefixes_for: Callable[[list], list] | None, seeds: tuple[int, ...]) -> Row:
-        row = Row(name, "verbalizer", 0, n_base)
+    def scores_of(values: list[dict[str, str]], prefix: list | None = None) -> torch.Tensor:
+        verbalizer = Verbalizer.from_words(tokenizer, words)
+        args = (base_logits(base), tokenizer, Template(template), verbalizer, values, causal, max_len)
+        return label_scores(*args, prefix_ids=prefix)
+
+    def prompted(
+        name: str, prefixes_for: Callable[[list], list] | None, seeds: tuple[int, ...], calibrated: bool = False
+    ) -> list[Row]:
+        """The row `name` and, when `calibrated`, "calibrated <name>": the same scores calibrated by "N/A"'s."""
+        reads: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {name: lambda scores: scores}
+        if calibrated:
+            content_free = scores_of([{"text": CONTENT_FREE}])
+            reads[f"calibrated {name}"] = lambda scores: calibrate(scores, content_free)
+        out = {n: Row(n, "verbalizer", 0, n_base, "prompted") for n in reads}
         for seed in seeds:
             for split, examples in (("dev", dev), ("test", test)):
                 if not examples:
                     continue
                 values = [{"text": e.text} for e in examples]
-                prefix = prefixes_for(values, seed) if prefixes_for else None
-                scores = label_scores(
-                    base_logits(base),
-                    tokenizer,
-                    Template(template),
-                    Verbalizer.from_words(tokenizer, words),
-                    values,
-                    causal,
-                    max_len,
-                    prefix_ids=prefix,
-                )
-                report = classification_report(scores.argmax(dim=-1).tolist(), [e.label for e in examples], task.labels)
-                if split == "dev":
-                    row.dev_accuracy.append(report["accuracy"])
-                    row.dev_macro_f1.append(report["macro_f1"])
-                else:
-                    row.test_accuracy.append(report["accuracy"])
-        log(f"{name}: dev accuracy {_mean_std(row.dev_accuracy)}")
-        return row
+                scores = scores_of(values, prefixes_for(values, seed) if prefixes_for else None)
+                for n, read in reads.items():
+                    record(out[n], split, read(scores).argmax(dim=-1).tolist(), examples, task.labels)
+        for row in out.values():
+            log(f"{row.method}: dev accuracy {_mean_std(row.dev_accuracy)}")
+        return list(out.values())
 
     base.eval()
-    rows.append(prompted("zero-shot", None, (0,)))
-    train = task.split("train")
+    rows += prompted("zero-shot", None, (0,), calibrated=True)
 
     def few_shot(values: list, seed: int) -> list:
         chosen = few_shot_demonstrations(train, [e.label for e in train], config.shots, seed)
@@ -234,7 +292,7 @@ def compare(
         longest = max(len(tokenizer.encode(w)) for w in words)
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
-    rows.append(prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds))
+    rows += prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds)
 
     for method, spec in METHODS.items():  # each with its default settings, as the command line tunes it
         if method not in config.methods:
@@ -256,7 +314,7 @@ def compare(
                 if row is None:  # the first seed also measures memory, on a model of its own (the probe takes steps)
                     probe = fresh(seed)
                     counts = probe.counts()
-                    row = Row(name, readout_kind, counts["tuned"], counts["base"])
+                    row = Row(name, readout_kind, counts["tuned"], counts["base"], "tuned")
                     row.peak_mib = step_memory_mib(probe, tokenizer, task, config)
                 model = fresh(seed)
                 tune_config = TuneConfig(

@@ -222,7 +222,9 @@ def build_readout(
     template: str | None = None,
     seed: int = 0,
 ) -> tuple[Readout, list[str] | None]:
-    """(readout, label words or None): the verbalizer when words are known (given, or the task.json's), else a head."""
+    """(readout, label words or None): the verbalizer when words are known (given, or the task.json's), else a head.
+
+    The verbalizer's template: `template`, else the task.json's, else the text alone (PLAIN)."""
     words = (
         list(label_words)
         if label_words
@@ -261,4 +263,4 @@ def build_readout(
             'words are taken literally, and one that follows the text usually starts with a space: " bad, good"',
             stacklevel=2,
         )
-    return VerbalizerReadout.from_template(tokenizer, template or PLAIN, [[w] for w in words]), words
+    return VerbalizerReadout.from_template(tokenizer, template or task.template or PLAIN, [[w] for w in words]), words

@@ -3,12 +3,14 @@
     TASK/train.tsv | train.jsonl      required
     TASK/dev.tsv   | dev.jsonl        used for early stopping and reported
     TASK/test.tsv  | test.jsonl       optional; evaluated only when asked
-    TASK/task.json                    optional: {"labels": [...], "label_words": {label: word}, "description": "..."}
+    TASK/task.json                    optional: {"labels": [...], "label_words": {label: word}, "description": "...",
+                                                 "template": "... {text} ..."}
 
-A TSV has a header line naming its columns (`label` and a text column, `sentence` or `text`); fields
-are split on tabs only (no quoting: a sentence may begin with a quote mark). A JSONL file has one
-object per line with the same keys. The label set is task.json's `labels`, or else the labels seen in
-train; any other label in any split is an error naming the file and line.
+The split files are read by minilm.task_files (a TSV with a header naming a `label` and a `sentence` or `text`
+column, split on tabs only; or JSONL objects with the same keys). The label set is task.json's `labels`, or else
+the labels seen in train; any other label in any split is an error naming the file and line. task.json's
+`template` is the prompt the verbalizer reads the label words from when none is given on the command line
+(`compare`, `tune`).
 
 Docs: docs/tuning.md (task folders).
 """
@@ -21,10 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minilm.files import read_jsonl, read_utf8_lines
-
-SPLITS = ("train", "dev", "test")
-TEXT_FIELDS = ("sentence", "text")
+from minilm.prompting.template import FIELD, SLOT
+from minilm.task_files import SPLITS, read_rows, split_file
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Task:
     splits: dict[str, list[Example]]
     label_words: dict[str, str] = field(default_factory=dict)
     """label -> the word a verbalizer scores for it (e.g. " good"); empty when task.json gives none."""
+    template: str | None = None
+    """The prompt around the text ({text} where it goes), from task.json; None when it gives none."""
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits:
@@ -56,45 +58,6 @@ class Task:
         return {label: counts.get(i, 0) for i, label in enumerate(self.labels)}
 
 
-def _read_rows(path: Path) -> list[tuple[int, str, str]]:
-    """(line number, text, label) of every row of a TSV or JSONL file."""
-    rows: list[tuple[int, str, str]] = []
-    if path.suffix == ".jsonl":
-        for lineno, record in read_jsonl(path):
-            if not isinstance(record, dict):
-                raise ValueError(f"{path} line {lineno}: expected a JSON object with a text and a label")
-            text_key = next((k for k in TEXT_FIELDS if k in record), None)
-            if text_key is None or "label" not in record:
-                raise ValueError(f"{path} line {lineno}: each object needs a 'label' and a 'sentence' or 'text' key")
-            rows.append((lineno, str(record[text_key]), str(record["label"])))
-        return rows
-    lines = read_utf8_lines(path)
-    header = next(lines, "").rstrip("\r\n").split("\t")
-    if "label" not in header or not any(f in header for f in TEXT_FIELDS):
-        raise ValueError(
-            f"{path}: the first line must be a header naming a 'label' column and a 'sentence' or 'text' column, "
-            f"got {header}"
-        )
-    text_col = header.index(next(f for f in TEXT_FIELDS if f in header))
-    label_col = header.index("label")
-    for lineno, line in enumerate(lines, start=2):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ValueError(f"{path} line {lineno}: {len(fields)} tab-separated fields, the header has {len(header)}")
-        rows.append((lineno, fields[text_col], fields[label_col].strip()))
-    return rows
-
-
-def _split_file(folder: Path, split: str) -> Path | None:
-    found = [folder / f"{split}{suffix}" for suffix in (".tsv", ".jsonl") if (folder / f"{split}{suffix}").is_file()]
-    if len(found) > 1:
-        raise ValueError(f"{folder} has both {found[0].name} and {found[1].name}: keep one file per split")
-    return found[0] if found else None
-
-
 def load_task(folder: str | os.PathLike[str]) -> Task:
     """Read a task folder (see the module docstring); every problem is a ValueError naming file and line."""
     folder = Path(folder)
@@ -108,13 +71,13 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
             raise ValueError(f"{folder / 'task.json'} is not valid JSON ({e})") from None
         if not isinstance(spec, dict):
             raise ValueError(
-                f"{folder / 'task.json'} must be a JSON object with labels, label_words and/or description"
+                f"{folder / 'task.json'} must be a JSON object with labels, label_words, description and/or template"
             )
-        unknown = sorted(set(spec) - {"labels", "label_words", "description"})
+        unknown = sorted(set(spec) - {"labels", "label_words", "description", "template"})
         if unknown:
             raise ValueError(
                 f"{folder / 'task.json'}: unknown key(s) {', '.join(unknown)}; "
-                "valid keys are labels, label_words, description"
+                "valid keys are labels, label_words, description, template"
             )
         if "labels" in spec and not isinstance(spec["labels"], list):
             raise ValueError(
@@ -122,10 +85,12 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
             )
         if not isinstance(spec.get("label_words", {}), dict):
             raise ValueError(f"{folder / 'task.json'}: 'label_words' must be an object mapping each label to its word")
-    files = {split: _split_file(folder, split) for split in SPLITS}
+        if "template" in spec:
+            check_template(spec["template"], folder / "task.json")
+    files = {split: split_file(folder, split) for split in SPLITS}
     if files["train"] is None:
         raise FileNotFoundError(f"task folder {folder} has no train.tsv or train.jsonl")
-    raw = {split: _read_rows(path) for split, path in files.items() if path is not None}
+    raw = {split: read_rows(path) for split, path in files.items() if path is not None}
     if not raw["train"]:
         raise ValueError(f"{files['train']} has no examples")
     if "labels" in spec:
@@ -159,4 +124,21 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
     missing = [label for label in labels if words and label not in words]
     if missing or set(words) - set(labels):
         raise ValueError(f"{folder / 'task.json'}: label_words must give one word for each label ({', '.join(labels)})")
-    return Task(folder.name, labels, splits, words)
+    return Task(folder.name, labels, splits, words, spec.get("template"))
+
+
+def check_template(template: object, path: Path) -> None:
+    """A task template is a string with the one field {text} and at most one [MASK]; else a ValueError naming path."""
+    fields = FIELD.findall(template) if isinstance(template, str) else []
+    if not isinstance(template, str):
+        problem = "not a string"
+    elif fields != ["text"]:
+        problem = f"its fields are {', '.join(fields)}" if fields else "it has no {text}"
+    elif template.count(SLOT) > 1:
+        problem = f"it has {template.count(SLOT)} {SLOT} answer slots, at most one is allowed"
+    else:
+        return
+    raise ValueError(
+        f"{path}: 'template' must be a string with the one field {{text}} where the input goes, "
+        f'e.g. "{{text}} It was" ({problem}), got {template!r}'
+    )

@@ -66,7 +66,7 @@ class TuneTarget:
         None,
         "prompt-based fine-tuning: the verbalizer scores the label words at the answer "
         'slot of this template, e.g. "{text} All in all, it was" (causal: the answer follows '
-        'the end) or "{text} It was [MASK]." (masked)',
+        'the end) or "{text} It was [MASK]." (masked); without it, the task.json template, else the text alone',
         type=str,
         metavar="TEXT",
     )
