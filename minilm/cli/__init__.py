@@ -26,6 +26,7 @@ from minilm.cli import (
     instruct,
     plot,
     pretrain,
+    sweep,
     tune,
 )
 from minilm.cli.flags import Parser
@@ -39,6 +40,7 @@ COMMANDS = (
     tune,
     classify,
     compare,
+    sweep,
     instruct,
     export,
     import_run,
