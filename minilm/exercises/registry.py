@@ -34,6 +34,7 @@ ORDER = (
     "soft-prompt",
     "prefix-mask",
     "prefix-mlp",
+    "prefix-from-text",
     "bitfit",
     "lora",
     "lora-merge",

@@ -44,6 +44,7 @@ def generate(
     prompt_embeds: Tensor | None = None,
     prefix: Prefix | None = None,
     prefix_mask: Tensor | None = None,
+    position_offset: int = 0,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -62,7 +63,9 @@ def generate(
 
     Tuning methods enter here as in the model's forward: `prompt_embeds` (B or 1, n, d) are soft-prompt
     vectors placed before the prompt's tokens (they take n positions), `prefix` / `prefix_mask` are
-    per-layer keys and values. Both are seen in the first step and live in the KV cache afterwards.
+    per-layer keys and values. Both are seen in the first step and live in the KV cache afterwards. `position_offset`
+    starts the positions later (a prefix holding a text's keys and values puts the prompt behind that text's n
+    positions); it counts against max_len too.
 
     With `utf8` (`Utf8Constraint.from_tokenizer(tokenizer, config.vocab_size)`) only tokens whose bytes continue each
     row as valid UTF-8 are drawn, greedy included; the state starts from the prompt's unfinished last character, if
@@ -78,11 +81,14 @@ def generate(
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
     B, T = input_ids.shape
     n_soft = 0 if prompt_embeds is None else prompt_embeds.size(1)
-    if n_soft + T + max_new_tokens > config.max_len:
+    taken = n_soft + position_offset  # positions before the prompt's first token
+    if taken + T + max_new_tokens > config.max_len:
         soft = f" after {n_soft} soft-prompt vectors" if n_soft else ""
+        if position_offset:
+            soft += f"{' and' if n_soft else ' after'} {position_offset} offset positions (the prefix's text)"
         raise ValueError(
             f"the prompt has {T} tokens{soft} and max_new_tokens={max_new_tokens}, but the model's max_len is "
-            f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - n_soft - T, 0)} new tokens"
+            f"{config.max_len}: shorten the prompt or ask for at most {max(config.max_len - taken - T, 0)} new tokens"
         )
     device = input_ids.device
     mask = (
@@ -108,14 +114,13 @@ def generate(
 
         def whole_sequence(ids: Tensor, mask: Tensor, cache: KVCache | None) -> Tensor:
             """Logits of [soft prompt; ids] for the token positions."""
+            first = {"prefix": prefix, "prefix_mask": prefix_mask, "cache": cache, "position_offset": position_offset}
             if prompt_embeds is None:
-                return model(ids, attention_mask=mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache)
+                return model(ids, attention_mask=mask, **first)
             soft = prompt_embeds.expand(B, -1, -1)
             embeds = torch.cat([soft, model.tok_emb(ids)], dim=1)
             full_mask = torch.cat([torch.ones(B, n_soft, dtype=torch.bool, device=device), mask], dim=1)
-            out = model(
-                inputs_embeds=embeds, attention_mask=full_mask, prefix=prefix, prefix_mask=prefix_mask, cache=cache
-            )
+            out = model(inputs_embeds=embeds, attention_mask=full_mask, **first)
             return out[:, n_soft:]
 
         logits = whole_sequence(input_ids, mask, cache)
@@ -205,8 +210,9 @@ def complete(
     """`prompt` continued by up to `max_new_tokens` tokens, as text (`train.py generate`; its defaults are these).
 
     Past the context each round restarts from the last half-context of tokens, so a continuation may be longer than
-    max_len. `options` go to `generate` (top_k, top_p, and a tuned model's prompt_embeds and prefix); a soft prompt
-    (prompt_embeds) takes positions of the context. Round r samples with seed + (the tokens so far).
+    max_len. `options` go to `generate` (top_k, top_p, and a tuned model's prompt_embeds, prefix and position_offset);
+    a soft prompt (prompt_embeds) and a position offset take positions of the context. Round r samples with
+    seed + (the tokens so far).
 
     The text is always valid UTF-8: every round draws under the UTF-8 constraint, and if max_new_tokens runs out
     inside a character, that unfinished character's bytes are dropped (the text ends on the last whole character).
@@ -218,6 +224,7 @@ def complete(
     ids = tokenizer.encode(prompt)
     prompt_embeds = options.get("prompt_embeds")
     context = model.config.max_len - (0 if prompt_embeds is None else prompt_embeds.size(-2))
+    context -= options.get("position_offset", 0)
     if len(ids) >= context:
         raise ValueError(
             f"the prompt is {len(ids)} tokens, but the model's context is {context}: shorten the prompt "

@@ -6,9 +6,10 @@
     logits = LN_f(h_L) E^T                              output projection tied to the token embedding
 
 One model serves both objectives: `config.causal` makes attention causal (autoregressive LM) or
-bidirectional (masked LM). Two hooks let tuning methods plug in without touching this file:
-`inputs_embeds` (soft prompts are prepended there) and `prefix` (per-layer keys/values that every
-query may attend to: prefix tuning).
+bidirectional (masked LM). Three hooks let tuning methods plug in without touching this file:
+`inputs_embeds` (soft prompts are prepended there), `prefix` (per-layer keys/values that every
+query may attend to: prefix tuning) and `position_offset` (the tokens' positions start later, as
+behind a text whose keys and values a prefix holds).
 
 Docs: docs/transformer.md.
 """
@@ -85,7 +86,8 @@ class Transformer(nn.Module):
     def forward(self, input_ids: Tensor | None = None, **inputs: Any) -> Tensor:
         """logits = LN_f(h_L) E^T, shape (B, T, V): a score for every vocabulary token at every position.
 
-        Takes the inputs of `hidden_states` (input_ids or inputs_embeds, attention_mask, prefix, prefix_mask, cache).
+        Takes the inputs of `hidden_states` (input_ids or inputs_embeds, attention_mask, prefix, prefix_mask, cache,
+        position_offset).
         """
         return F.linear(self.hidden_states(input_ids, **inputs), self.tok_emb.weight)
 
@@ -98,6 +100,7 @@ class Transformer(nn.Module):
         prefix: Prefix | None = None,
         prefix_mask: Tensor | None = None,
         cache: KVCache | None = None,
+        position_offset: int | Tensor = 0,
     ) -> Tensor:
         """LN_f(h_L), shape (B, T, d): the final hidden vector of every position.
 
@@ -110,6 +113,9 @@ class Transformer(nn.Module):
         prefix_mask     (B, P) True at prefix positions that are used; rows of a mixed-task batch whose
                         prefix is shorter than P pad it with False (None: every prefix position is used)
         cache           a KVCache to continue from; it is extended in place with this call's keys/values
+        position_offset the position of each row's first real token, an int or (B,) (0: the start), as if that many
+                        tokens came before; a prefix holding a text's keys and values puts the input behind the text
+                        (with a cache: the first call only, the cache then carries the positions on)
         """
         x, key_mask, layer_prefixes = self.block_inputs(
             input_ids,
@@ -118,6 +124,7 @@ class Transformer(nn.Module):
             prefix=prefix,
             prefix_mask=prefix_mask,
             cache=cache,
+            position_offset=position_offset,
         )
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
@@ -138,23 +145,26 @@ class Transformer(nn.Module):
         prefix: Prefix | None = None,
         prefix_mask: Tensor | None = None,
         cache: KVCache | None = None,
+        position_offset: int | Tensor = 0,
     ) -> tuple[Tensor, Tensor | None, list[tuple[Tensor, Tensor] | None]]:
         """(h_0, key mask, per-layer prefixes): what every block takes, from the inputs of `hidden_states`.
 
-        h_0 = E[x] + P[pos] (B, T, d); the key mask (B, S + P + T) over [cached; prefix; tokens], or None when every
-        key is visible; one (prefix_k, prefix_v) or None per block. With a cache, its positions, token count and key
-        mask move past this call's tokens here (the blocks then append their keys and values).
+        h_0 = E[x] + P[pos] (B, T, d), pos counted from position_offset; the key mask (B, S + P + T) over [cached;
+        prefix; tokens], or None when every key is visible; one (prefix_k, prefix_v) or None per block. With a cache,
+        its positions, token count and key mask move past this call's tokens here (the blocks then append their keys
+        and values).
         """
         x = self._token_embeddings(input_ids, inputs_embeds)
         B, T, _ = x.shape
         real = self._real_token_mask(attention_mask, B, T, x.device)
         layer_prefixes = self._check_prefix(prefix, B)
-        self._check_continuation(cache, B, T, prefix is not None)
+        offset = self._check_offset(position_offset, B, cache)
+        self._check_continuation(cache, B, T, prefix is not None, offset)
 
         start = (
             cache.positions
             if cache is not None and cache.positions is not None
-            else torch.zeros(B, dtype=torch.long, device=x.device)
+            else torch.as_tensor(position_offset, dtype=torch.long, device=x.device).expand(B)
         )
         x = self.drop(x + self.pos_emb(position_ids(real, start, T)))
 
@@ -164,7 +174,7 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.key_mask = key_mask
             cache.positions = start + (T if real is None else real.sum(dim=1))
-            cache.n_tokens += T
+            cache.n_tokens += offset + T
         return x, key_mask, layer_prefixes
 
     # ---- input checks and masks --------------------------------------------------------------
@@ -228,13 +238,35 @@ class Transformer(nn.Module):
             checked.append((prefix_k.expand(B, -1, -1, -1), prefix_v.expand(B, -1, -1, -1)))
         return checked
 
-    def _check_continuation(self, cache: KVCache | None, B: int, T: int, has_prefix: bool) -> None:
-        """The input fits in max_len after what the cache already holds, and matches the cache's batch."""
-        past_tokens = cache.n_tokens if cache is not None else 0
-        if past_tokens + T > self.config.max_len:
+    @staticmethod
+    def _check_offset(position_offset: int | Tensor, B: int, cache: KVCache | None) -> int:
+        """The largest position offset, once checked: >= 0, an int or one per row, and only for a cache's first call."""
+        if isinstance(position_offset, Tensor):
+            if position_offset.shape != (B,) or position_offset.is_floating_point():
+                raise ValueError(
+                    f"position_offset must be an int or an integer tensor of shape ({B},), one per row; "
+                    f"got {position_offset.dtype} {tuple(position_offset.shape)}"
+                )
+            low, offset = int(position_offset.min()), int(position_offset.max())
+        else:
+            low = offset = position_offset
+        if low < 0:
+            raise ValueError(f"position_offset must be >= 0 (the first real token's position), got {low}")
+        if offset and cache is not None and cache.positions is not None:
             raise ValueError(
-                f"sequence of {past_tokens + T} tokens is longer than the model's max_len={self.config.max_len}: "
-                "truncate the input or train a model with a larger max_len"
+                "the KV cache already carries the positions: pass position_offset with the first chunk only"
+            )
+        return offset
+
+    def _check_continuation(self, cache: KVCache | None, B: int, T: int, has_prefix: bool, offset: int = 0) -> None:
+        """The input fits in max_len after what the cache already holds (and the position offset), and matches the
+        cache's batch."""
+        past_tokens = (cache.n_tokens if cache is not None else 0) + offset
+        if past_tokens + T > self.config.max_len:
+            after = f" after a position offset of {offset}" if offset else ""
+            raise ValueError(
+                f"sequence of {past_tokens + T - offset} tokens{after} is longer than the model's "
+                f"max_len={self.config.max_len}: truncate the input or train a model with a larger max_len"
             )
         if cache is None:
             return

@@ -96,11 +96,18 @@ class TunedModel(nn.Module):
 
     # ---- the forward path ---------------------------------------------------------------------------------
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """LN_f(h_L) over [soft prompt; tokens] (B, n + T, d) and the mask of those positions."""
+        """LN_f(h_L) over [soft prompt; tokens] (B, n + T, d) and the mask of those positions (their positions start
+        at the method's position_offset)."""
         embeds, mask = self.method.embed(self.base, input_ids, attention_mask.bool())
         layer_prefix = self.method.layer_prefix(input_ids.size(0))
         prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
-        h = self.base.hidden_states(inputs_embeds=embeds, attention_mask=mask, prefix=prefix, prefix_mask=prefix_mask)
+        h = self.base.hidden_states(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            prefix=prefix,
+            prefix_mask=prefix_mask,
+            position_offset=self.method.position_offset,
+        )
         return h, mask
 
     def lm_logits(self, h: Tensor) -> Tensor:
@@ -112,12 +119,17 @@ class TunedModel(nn.Module):
         return self.readout.scores(self, input_ids, attention_mask)
 
     def generation_inputs(self) -> dict[str, Any]:
-        """What `generate` takes from the method: its soft prompt and per-layer prefixes (first step, then the
-        cache)."""
+        """What `generate` takes from the method: its soft prompt, per-layer prefixes (first step, then the cache) and
+        where the positions start."""
         layer_prefix = self.method.layer_prefix(1)
         prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
         P = self.method.soft_prompt()
-        return {"prompt_embeds": None if P is None else P.unsqueeze(0), "prefix": prefix, "prefix_mask": prefix_mask}
+        return {
+            "prompt_embeds": None if P is None else P.unsqueeze(0),
+            "prefix": prefix,
+            "prefix_mask": prefix_mask,
+            "position_offset": self.method.position_offset,
+        }
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor:
@@ -130,16 +142,18 @@ class TunedModel(nn.Module):
         return complete(self.base, tokenizer, prompt, max_new_tokens, **self.generation_inputs(), **kwargs)
 
     def max_text_tokens(self) -> int:
-        """How many text tokens fit: max_len minus the soft prompt and the readout's own tokens."""
-        return self.base.config.max_len - self.method.prompt_length - self.readout.extra_tokens(self.base.config.causal)
+        """How many text tokens fit: max_len minus the soft prompt, the position offset and the readout's own
+        tokens."""
+        taken = self.method.prompt_length + self.method.position_offset
+        return self.base.config.max_len - taken - self.readout.extra_tokens(self.base.config.causal)
 
     def encode(self, tokenizer: Tokenizer, texts: list[str]) -> dict[str, Tensor]:
         """Text ids with right padding, each text cut to `max_text_tokens` (the readout's tokens are never cut)."""
         limit = self.max_text_tokens()
         if limit < 1:
             raise ValueError(
-                f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}; "
-                "use a shorter prompt"
+                f"no room for text: max_len={self.base.config.max_len}, prompt length {self.method.prompt_length}, "
+                f"position offset {self.method.position_offset}; use a shorter prompt or prefix text"
             )
         prefix = getattr(
             self.readout, "text_prefix", ""

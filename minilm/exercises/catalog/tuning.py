@@ -1,4 +1,4 @@
-"""Exercises of prefix tuning's key mask and LoRA's merge.
+"""Exercises of prefix tuning's key mask, its start from a text's keys and values, and LoRA's merge.
 
 Docs: docs/course.md (the exercises).
 """
@@ -100,6 +100,91 @@ def key_mask_by_slices(
     return mask
 
 
+# ---- a prefix from a text: its keys and values in every layer ------------------------------------------------------
+def _each_layer(base, ids: Tensor, kv) -> Tensor:
+    """Run the base on the text in eval mode; kv(block, h) gives a layer's (K, V), each (n, d)."""
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            h, key_mask, _ = base.block_inputs(ids[None])
+            layers = []
+            for block in base.blocks:
+                layers.append(torch.stack(kv(block, h)))
+                h = block(h, key_mask)
+    finally:
+        base.train(was_training)
+    return torch.stack(layers).float()
+
+
+def text_keys_values_before_layer_norm(base, ids: Tensor) -> Tensor:
+    """K = h W_K of the block's input h itself, without LN_1: not what the attention projects."""
+    return _each_layer(base, ids, lambda block, h: (block.attn.W_k(h)[0], block.attn.W_v(h)[0]))
+
+
+def text_keys_values_heads_flattened(base, ids: Tensor) -> Tensor:
+    """The split keys (h, n, d_k) flattened straight to (n, d): heads and positions mixed up."""
+    n, d = ids.numel(), base.config.d_model
+
+    def kv(block, h):
+        _, k, v = block.attn.project(block.ln_1(h))
+        return k[0].reshape(n, d), v[0].reshape(n, d)
+
+    return _each_layer(base, ids, kv)
+
+
+def text_keys_values_values_are_keys(base, ids: Tensor) -> Tensor:
+    """V = K: the keys stored twice, W_V never used."""
+
+    def kv(block, h):
+        k = block.attn.W_k(block.ln_1(h))[0]
+        return k, k
+
+    return _each_layer(base, ids, kv)
+
+
+def text_keys_values_from_the_embeddings(base, ids: Tensor) -> Tensor:
+    """Every layer's K and V projected from h_0, the embeddings, instead of that layer's own input."""
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            h_0, _, _ = base.block_inputs(ids[None])
+            X = [block.ln_1(h_0) for block in base.blocks]
+            layers = [torch.stack([b.attn.W_k(x)[0], b.attn.W_v(x)[0]]) for b, x in zip(base.blocks, X)]
+    finally:
+        base.train(was_training)
+    return torch.stack(layers).float()
+
+
+def text_keys_values_without_positions(base, ids: Tensor) -> Tensor:
+    """The text's tokens without their position embeddings, h_0 = E[x]: the keys of a text with no order."""
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad():
+            h = base.tok_emb(ids[None])
+            layers = []
+            for block in base.blocks:
+                x = block.ln_1(h)
+                layers.append(torch.stack([block.attn.W_k(x)[0], block.attn.W_v(x)[0]]))
+                h = block(h, None)
+    finally:
+        base.train(was_training)
+    return torch.stack(layers).float()
+
+
+def text_keys_values_written_out(base, ids: Tensor) -> Tensor:
+    """K^l = X^l W_K^T + b_K written out on the d columns, no head split (the split is only a view of them)."""
+
+    def kv(block, h):
+        x = block.ln_1(h)[0]
+        W_k, W_v = block.attn.W_k, block.attn.W_v
+        return x @ W_k.weight.t() + W_k.bias, x @ W_v.weight.t() + W_v.bias
+
+    return _each_layer(base, ids, kv)
+
+
 # ---- LoRA's merge ---------------------------------------------------------------------------------------------------
 def merged_with_alpha(self) -> nn.Linear:
     """W + alpha B A: the update scaled by alpha, not alpha / r."""
@@ -141,6 +226,8 @@ def merged_by_sum_of_rank_one_terms(self) -> nn.Linear:
     return linear.requires_grad_(False)
 
 
+TEXT_PREFIX = "tests/test_prefix_init.py"
+
 EXERCISES = (
     Exercise(
         id="prefix-mask",
@@ -159,6 +246,33 @@ EXERCISES = (
         ),
         mutants=(key_mask_tokens_before_prefix, key_mask_every_prefix_visible, key_mask_forgetting_the_cache),
         alternatives=(key_mask_by_slices,),
+    ),
+    Exercise(
+        id="prefix-from-text",
+        target="minilm.tuning.methods.prefix:text_keys_values",
+        docs="docs/tuning.md#starting-the-prefix-from-a-text",
+        tests=(
+            f"{TEXT_PREFIX}::test_a_prefix_initialised_from_a_text_prompt_gives_the_logits_of_that_prompt_followed_by_"
+            "the_input_at_step_0",
+            f"{TEXT_PREFIX}::test_a_text_prefix_holds_the_keys_and_values_a_kv_cache_of_that_text_holds_without_dropout",
+            f"{TEXT_PREFIX}::test_a_tuned_model_with_a_text_prefix_generates_what_the_base_generates_after_the_text",
+        ),
+        hints=(
+            "Run the base on the text alone, in eval mode (no dropout): base.block_inputs(ids[None]) gives "
+            "h_0 = E[x] + P[0..n-1] and the key mask; put the base's mode back at the end.",
+            "Layer l's attention projects X^l = LN_1(h_{l-1}): block.attn.project(block.ln_1(h)) gives Q, K, V split "
+            "into heads; then h = block(h, key_mask) is the next layer's input.",
+            "Store each layer's K and V with the heads side by side again (block.attn.merge_heads), stacked to "
+            "(L, 2, n, d).",
+        ),
+        mutants=(
+            text_keys_values_before_layer_norm,
+            text_keys_values_heads_flattened,
+            text_keys_values_values_are_keys,
+            text_keys_values_from_the_embeddings,
+            text_keys_values_without_positions,
+        ),
+        alternatives=(text_keys_values_written_out,),
     ),
     Exercise(
         id="lora-merge",

@@ -102,6 +102,12 @@ class TuningMethod(nn.Module):
         """Positions the method adds in front of the input (soft prompts take positions; prefixes do not)."""
         return 0
 
+    @property
+    def position_offset(self) -> int:
+        """Where the input's positions start: 0, or n for a prefix that holds an n-token text's keys and values (the
+        input then sits behind that text, at positions n, n+1, ...)."""
+        return 0
+
     # ---- reparameterised methods (prefix tuning, prompt encoder) --------------------------------
     @property
     def folded(self) -> bool:

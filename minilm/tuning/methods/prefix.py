@@ -7,25 +7,47 @@
 While training, the prefixes come from a reparameterisation, which Li & Liang found necessary for
 stable optimisation:
 
-    [P_k^1, P_v^1, ..., P_k^L, P_v^L] = MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2     P' in R^{n x d'}
+    [P_k^1, P_v^1, ..., P_k^L, P_v^L] = P_0 + MLP(P'),   MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2     P' in R^{n x d'}
 
-After training the MLP is folded away: the L x 2 x n x d numbers it produces are stored and are all
-that inference needs. The MLP's tensors are saved as well, so training can resume from a checkpoint.
-Prefixes take no positions: the real tokens keep positions 0, 1, ...
+`init` chooses the start: random (P_0 = 0 and every weight drawn), zero (P_0 = 0, W_2 = b_2 = 0: every key and
+value 0) or text:WORDS, the frozen base's own keys and values of those n words at their positions 0..n-1:
+
+    P_0 = [K_t^1, V_t^1, ..., K_t^L, V_t^L],   K_t^l = X_t^l W_K^l, V_t^l = X_t^l W_V^l   (W_2 = b_2 = 0)
+
+and the input's positions then start at n, as behind the text, so at step 0 a causal base computes exactly
+base(text + input) at the input's positions. With `--no-reparam` the prefixes train directly, from P_0.
+
+After training the MLP is folded away: the L x 2 x n x d numbers P_0 + MLP(P') are stored and are all
+that inference needs. The MLP's tensors (and P_0) are saved as well, so training can resume from a checkpoint.
+Prefixes take no positions: the real tokens keep positions 0, 1, ... (n, n+1, ... after a text).
 
 Docs: docs/tuning.md (prefix tuning).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from minilm.model import ModelConfig, Prefix
+from minilm.model import ModelConfig, Prefix, Transformer
 from minilm.settings import check_fields, setting
+from minilm.tokenizer import Tokenizer
 from minilm.tuning.methods.base import Reparameterized
+
+INIT_HELP = (
+    'prefix start: random (the MLP as drawn), zero (every key and value 0) or text:"words" (the frozen base\'s own '
+    "keys and values of those words, the input's positions after theirs; the prefix length becomes their token count)"
+)
+
+
+def check_init(spec: str) -> str:
+    """A prefix initialisation as written on the command line: random, zero or text:"some words"."""
+    if spec in ("random", "zero") or (spec.startswith("text:") and spec[len("text:") :].strip()):
+        return spec
+    raise ValueError(f'unknown prefix initialisation {spec!r}: expected random, zero or text:"some words"')
 
 
 @dataclass(frozen=True)
@@ -40,15 +62,36 @@ class PrefixSettings:
     reparameterize: bool = setting(
         True, "train the prefixes directly, without the reparameterisation MLP", flag="--no-reparam"
     )
+    init: str = setting("random", INIT_HELP, flag="--prefix-init", parse=check_init, metavar="INIT")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_init(self.init)
+
+    @property
+    def text(self) -> str | None:
+        """The words of a text:WORDS start, else None."""
+        return self.init[len("text:") :] if self.init.startswith("text:") else None
 
 
 class PrefixMLP(nn.Module):
-    """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2, one row of P' (n, d') -> one position of all 2 L prefixes."""
+    """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2, one row of P' (n, d') -> one position of all 2 L prefixes.
 
-    def __init__(self, prefix_len: int, n_layers: int, d_model: int, d_prime: int, hidden: int, seed: int) -> None:
+    from_zero: W_2 = b_2 = 0, so MLP(P') = 0 at step 0 (the prefix starts at P_0). with_start: a buffer P_0
+    (L, 2, n, d) that the prefix is P_0 + MLP(P') of (a text's keys and values; filled by `PrefixTuning.initialize`).
+    """
+
+    def __init__(
+        self,
+        prefix_len: int,
+        n_layers: int,
+        d_model: int,
+        d_prime: int,
+        hidden: int,
+        seed: int,
+        from_zero: bool = False,
+        with_start: bool = False,
+    ) -> None:
         super().__init__()
         self.shape = (n_layers, 2, d_model)
         g = torch.Generator().manual_seed(seed)
@@ -60,6 +103,9 @@ class PrefixMLP(nn.Module):
             nn.init.zeros_(self.W_1.bias)
             nn.init.normal_(self.W_2.weight, 0.0, 1.0 / hidden**0.5, generator=g)
             nn.init.zeros_(self.W_2.bias)
+            if from_zero:
+                nn.init.zeros_(self.W_2.weight)
+        self.register_buffer("P_0", torch.zeros(n_layers, 2, prefix_len, d_model) if with_start else None)
 
     def forward(self) -> Tensor:
         """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2 as (L, 2, n, d): out[l, 0] = P_k^l, out[l, 1] = P_v^l.
@@ -68,6 +114,28 @@ class PrefixMLP(nn.Module):
         """
         rows = self.W_2(torch.tanh(self.W_1(self.P_prime)))  # (n, L * 2 * d)
         return rows.view(-1, *self.shape).permute(1, 2, 0, 3)
+
+
+@torch.no_grad()
+def text_keys_values(base: Transformer, ids: Tensor) -> Tensor:
+    """P_0[l] = (X^l W_K^l, X^l W_V^l) of the text ids (n,) at positions 0..n-1, every layer l: (L, 2, n, d).
+
+    X^l = LN_1(h_{l-1}) is what layer l's attention projects, the base run on the text alone in eval mode (no
+    dropout): exactly the keys and values a KV cache of the text holds, its h heads side by side in d numbers, as
+    the prefix stores them (`split_layers` splits them again).
+    """
+    was_training = base.training
+    base.eval()
+    try:
+        h, key_mask, _ = base.block_inputs(ids[None])  # h_0 = E[x] + P[0..n-1], (1, n, d)
+        layers = []
+        for block in base.blocks:
+            _, k, v = block.attn.project(block.ln_1(h))  # (1, h, n, d_k) each
+            layers.append(torch.stack([block.attn.merge_heads(k)[0], block.attn.merge_heads(v)[0]]))
+            h = block(h, key_mask)
+    finally:
+        base.train(was_training)
+    return torch.stack(layers).float()
 
 
 def split_layers(prefix: Tensor, n_heads: int) -> Prefix:
@@ -80,31 +148,81 @@ def split_layers(prefix: Tensor, n_heads: int) -> Prefix:
 
 
 class PrefixTuning(Reparameterized):
-    """Per-layer prefixes from `PrefixMLP` while training; the stored tensor `prefix` (L, 2, n, d) once folded."""
+    """Per-layer prefixes P_0 + `PrefixMLP` while training; the stored tensor `prefix` (L, 2, n, d) once folded."""
 
     name = "prefix"
     Settings = PrefixSettings
-    mixable = True
     network_attr, output_attr = "mlp", "prefix"
 
     def __init__(self, settings: PrefixSettings | None, config: ModelConfig, seed: int = 0) -> None:
         super().__init__(settings, config, seed)
         self.n_layers, self.d_model, self.n_heads = config.n_layers, config.d_model, config.n_heads
+        self.max_len = config.max_len
         self.mlp: PrefixMLP | None = None
         self.register_parameter("prefix", None)
+        self.build()
+
+    def build(self) -> None:
+        """Fresh tensors for the settings: the MLP, or with --no-reparam the prefixes it starts from (P_0 = 0 here)."""
         mlp = self.new_network()
         if self.settings.reparameterize:
             self.mlp = mlp
-        else:  # train the L x 2 x n x d numbers directly (start from what the MLP would give)
+        else:  # train the L x 2 x n x d numbers directly, from what the MLP gives (0 unless random; then + P_0)
             with torch.no_grad():
                 self.prefix = nn.Parameter(mlp().detach().clone())
 
     def new_network(self) -> PrefixMLP:
         s = self.settings
-        return PrefixMLP(s.prefix_len, self.n_layers, self.d_model, s.d_prime, s.hidden, self.seed)
+        return PrefixMLP(
+            s.prefix_len,
+            self.n_layers,
+            self.d_model,
+            s.d_prime,
+            s.hidden,
+            self.seed,
+            from_zero=s.init != "random",
+            with_start=s.text is not None,
+        )
+
+    def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
+        """For text:WORDS, P_0 = `text_keys_values` of the words; the prefix length becomes their token count n."""
+        text = self.settings.text
+        if text is None:
+            return
+        if tokenizer is None:
+            raise ValueError('--prefix-init text:"..." needs the base\'s tokenizer to read the words')
+        ids = tokenizer.encode(text)
+        if not 1 <= len(ids) < self.max_len:
+            raise ValueError(
+                f"--prefix-init text: the words are {len(ids)} tokens; the base's context is {self.max_len}: give "
+                f"1 to {self.max_len - 1} tokens, so the input fits behind them"
+            )
+        if len(ids) != self.settings.prefix_len:  # the text's length wins (it is what tuned.json then stores)
+            self.settings = dataclasses.replace(self.settings, prefix_len=len(ids))
+            self.build()
+        P_0 = text_keys_values(base, torch.tensor(ids, device=base.tok_emb.weight.device))
+        with torch.no_grad():
+            start = self.mlp.P_0 if self.mlp is not None else self.prefix
+            start.copy_(P_0.to(start.device))
+
+    @property
+    def position_offset(self) -> int:
+        """n for a prefix started from an n-token text (the input sits behind the text), else 0."""
+        return self.settings.prefix_len if self.settings.text is not None else 0
+
+    @property
+    def mixable(self) -> bool:
+        """Rows of one batch may use different tasks' prefixes, unless the input's positions start after a text."""
+        return self.position_offset == 0
+
+    def computed(self) -> Tensor:
+        """P_0 + MLP(P') while training (no P_0 unless started from a text), the stored tensor once folded."""
+        if self.mlp is None:
+            return self.prefix
+        return self.mlp() if self.mlp.P_0 is None else self.mlp.P_0 + self.mlp()
 
     def prefixes(self) -> Tensor:
-        """(L, 2, n, d): MLP(P') while training, the stored tensor once folded."""
+        """(L, 2, n, d): P_0 + MLP(P') while training, the stored tensor once folded."""
         return self.computed()
 
     def layer_prefix(self, batch_size: int) -> tuple[Prefix, Tensor | None]:
