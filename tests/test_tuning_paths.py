@@ -295,6 +295,22 @@ def test_prompt_initialisations_come_from_the_vocabulary_the_text_or_its_scale(t
         SoftPrompt.for_base(base, PromptSettings(2, "zeros"))
 
 
+def test_the_labels_init_starts_the_soft_prompt_with_the_label_words_and_is_stored_as_their_text(tokenizer):
+    from minilm.tuning.registry import build_method
+
+    base = Transformer(tiny_config(), seed=0)
+    E = base.tok_emb.weight.detach()
+    words = [" bad", " good"]
+    ids = tokenizer.encode(" bad good")
+    method = build_method("prompt", base, tokenizer, seed=1, label_words=words, prompt_len=len(ids) + 3, init="labels")
+    assert torch.equal(method.P.detach()[: len(ids)], E[ids])  # Lester et al.'s class-label init: the words first
+    assert method.hyperparameters()["init"] == "text: bad good"  # tuned.json stores what rebuilds it
+    encoder = build_method("prompt-encoder", base, tokenizer, label_words=words, init="labels")
+    assert encoder.settings.init == "text: bad good"
+    with pytest.raises(ValueError, match="--init labels .* none are known"):
+        build_method("prompt", base, tokenizer, init="labels")
+
+
 def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():
     ids, mask = padded_batch()
     base = Transformer(tiny_config(), seed=0).eval()

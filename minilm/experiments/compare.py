@@ -307,7 +307,9 @@ def compare(
                     if readout_kind == "verbalizer"
                     else ClassificationHead(base.config.d_model, len(task.labels), seed=seed)
                 )
-                return TunedModel(base, build_method(method, base, tokenizer, seed=seed), readout, task.labels)
+                return TunedModel(
+                    base, build_method(method, base, tokenizer, seed=seed, label_words=words), readout, task.labels
+                )
 
             row = None
             for seed in config.seeds:

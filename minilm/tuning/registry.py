@@ -20,6 +20,7 @@ from minilm.settings import flag_of
 from minilm.tokenizer import Tokenizer
 from minilm.tuning import methods
 from minilm.tuning.methods import TuningMethod
+from minilm.tuning.methods.prompt import label_init
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,23 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def with_label_words(settings: Any, label_words: list[str] | None) -> Any:
+    """The settings with a soft prompt's init "labels" replaced by the text of the label words (`label_init`)."""
+    if getattr(settings, "init", None) != "labels":
+        return settings
+    return dataclasses.replace(settings, init=label_init(settings.init, label_words))
+
+
 def build_method(
-    name: str, base: Transformer, tokenizer: Tokenizer | None = None, seed: int = 0, **settings: Any
+    name: str,
+    base: Transformer,
+    tokenizer: Tokenizer | None = None,
+    seed: int = 0,
+    label_words: list[str] | None = None,
+    **settings: Any,
 ) -> TuningMethod:
-    """The method `name` for `base`: settings not given take their defaults (as stored in tuned.json, with its seed)."""
+    """The method `name` for `base`: settings not given take their defaults (as stored in tuned.json, with its seed);
+    `label_words` resolve a soft prompt's init "labels"."""
     spec = method_spec(name)
     known = {f.name for f in dataclasses.fields(spec.settings)}
     unknown = sorted(set(settings) - known)
@@ -121,4 +135,5 @@ def build_method(
             f"{', '.join(unknown)} is not a setting of method {name!r} "
             f"(its settings: {', '.join(sorted(known)) or 'none'})"
         )
-    return spec.method.for_base(base, spec.settings(**settings), seed=seed, tokenizer=tokenizer)
+    resolved = with_label_words(spec.settings(**settings), label_words)
+    return spec.method.for_base(base, resolved, seed=seed, tokenizer=tokenizer)

@@ -28,7 +28,15 @@ from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.methods import FreezeSettings
 from minilm.tuning.readouts import READOUTS, Readout, build_readout
-from minilm.tuning.registry import METHODS, MethodSpec, method_spec, setting_flags, setting_keys, settings_from
+from minilm.tuning.registry import (
+    METHODS,
+    MethodSpec,
+    method_spec,
+    setting_flags,
+    setting_keys,
+    settings_from,
+    with_label_words,
+)
 from minilm.tuning.tasks import Task, load_task
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
@@ -229,7 +237,8 @@ def tune(
     readout, words = build_readout(task, tokenizer, c.d_model, s["readout"], s["label_words"], s["template"], s["seed"])
     s["readout"], s["label_words"] = readout.kind, words
     check_fits(spec, settings, c, readout)
-    method = spec.method.for_base(base, settings, seed=s["seed"], tokenizer=tokenizer)
+    known_words = words or ([task.label_words[label] for label in task.labels] if task.label_words else None)
+    method = spec.method.for_base(base, with_label_words(settings, known_words), seed=s["seed"], tokenizer=tokenizer)
     model = TunedModel(base, method, readout, task.labels)
     if resume and (out / LAST_DIR / META_FILE).is_file():
         if read_metadata(out / LAST_DIR).get("base_weights_sha256") != model.base_sha256:

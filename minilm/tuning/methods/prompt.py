@@ -21,17 +21,35 @@ from minilm.settings import check_fields, setting
 from minilm.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
 from minilm.tuning.methods.base import TuningMethod
 
-INITS = ("random", "vocab", "text")
+INITS = ("random", "vocab", "labels", "text")
 
 
 def check_init(spec: str) -> str:
-    """A prompt initialisation as written on the command line: random, vocab or text:"some words"."""
-    if spec in ("random", "vocab") or (spec.startswith("text:") and spec[len("text:") :].strip()):
+    """A prompt initialisation as written on the command line: random, vocab, labels or text:"some words"."""
+    if spec in ("random", "vocab", "labels") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
-    raise ValueError(f'unknown prompt initialisation {spec!r}: expected random, vocab or text:"some words"')
+    raise ValueError(f'unknown prompt initialisation {spec!r}: expected random, vocab, labels or text:"some words"')
 
 
-INIT_HELP = 'soft prompt start: random, vocab (embeddings of random tokens) or text:"words" (their embeddings)'
+INIT_HELP = (
+    "soft prompt start: random, vocab (embeddings of random tokens), labels (the label words' embeddings first, "
+    'Lester et al.\'s class-label init) or text:"words" (their embeddings)'
+)
+
+
+def label_init(init: str, label_words: list[str] | None) -> str:
+    """init "labels" as the text it stands for: the label words in label order (" bad good"); other inits as given.
+
+    The tune command and `compare` resolve it with the task's label words, so tuned.json stores the text itself.
+    """
+    if init != "labels":
+        return init
+    if not label_words:
+        raise ValueError(
+            "--init labels starts the soft prompt from the label words, but none are known: give --label-words "
+            "or label_words in the task's task.json, or use --init vocab"
+        )
+    return "text:" + "".join(label_words)
 
 
 @dataclass(frozen=True)
@@ -77,9 +95,11 @@ def initial_prompt(
 
 
 def parse_init(spec: str) -> tuple[str, str | None]:
-    """'random' | 'vocab' | 'text:...' -> (kind, text)."""
+    """'random' | 'vocab' | 'text:...' -> (kind, text); 'labels' must be resolved first (`label_init`)."""
     if spec.startswith("text:"):
         return "text", spec[len("text:") :]
+    if spec == "labels":
+        raise ValueError("--init labels is resolved with the task's label words before the prompt is built")
     if spec not in ("random", "vocab"):
         raise ValueError(f'unknown prompt initialisation {spec!r}: use random, vocab or text:"..."')
     return spec, None
