@@ -307,7 +307,7 @@ def test_the_labels_init_starts_the_soft_prompt_with_the_label_words_and_is_stor
     assert method.hyperparameters()["init"] == "text: bad good"  # tuned.json stores what rebuilds it
     encoder = build_method("prompt-encoder", base, tokenizer, label_words=words, init="labels")
     assert encoder.settings.init == "text: bad good"
-    with pytest.raises(ValueError, match="--init labels .* none are known"):
+    with pytest.raises(ValueError, match=r"--init labels .* none are known"):
         build_method("prompt", base, tokenizer, init="labels")
 
 
