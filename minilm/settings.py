@@ -66,7 +66,10 @@ def setting(
 
 def override(cls: type, name: str, default: Any, help: str | None = None) -> Any:
     """The field `name` of dataclass `cls` with another default (and help): how a subclass sets its defaults."""
-    metadata = dict(cls.__dataclass_fields__[name].metadata)
+    field = cls.__dataclass_fields__[name]
+    metadata = dict(field.metadata)
+    if metadata.get("type") is None and field.default is not None and not isinstance(field.default, tuple):
+        metadata["type"] = type(field.default)  # a default of None keeps the setting's type (--lr stays a number)
     if help is not None:
         metadata["help"] = help
     return dataclasses.field(default=default, metadata=metadata)

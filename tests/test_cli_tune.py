@@ -486,3 +486,11 @@ def test_tune_with_a_time_budget_records_the_steps_it_decided_for_resume_and_cla
     assert "steps that fit in 2s" in printed and f"{args['max_steps']:,} steps fit" in printed
     assert json.loads((out / "tuned.json").read_text(encoding="utf-8"))["tune_args"]["max_steps"] == args["max_steps"]
     fails(capsys, ["tune", "--out", str(out), "--resume", "--time-budget", "5s"], "a resumed run continues")
+
+
+def test_a_learning_rate_given_to_tune_is_read_as_a_number_and_checked(capsys, tmp_path):
+    # --lr defaults to None (the method's own rate), and must still parse as a number like every other rate
+    args = build_parser().parse_args(["tune", "--base", "b", "--task", "t", "--method", "prompt", "--lr", "0.3"])
+    assert args.lr == 0.3 and isinstance(args.lr, float)
+    fails(capsys, ["tune", "--base", "b", "--task", "t", "--method", "prompt", "--lr", "fast"], "--lr", "'fast'")
+    fails(capsys, ["tune", "--base", "b", "--task", "t", "--method", "prompt", "--lr", "-1"], "--lr", "> 0")
