@@ -200,9 +200,10 @@ def test_an_interrupted_tuning_run_resumes_bitwise_equal(sentiment_base, sentime
 
 
 # ---- mixed-task batches -------------------------------------------------------------------------------------
-def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone():
+def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone(tokenizer):
     base = Transformer(tiny_config(), seed=0).eval()
     methods = {
+        "text-prefix": PrefixTuning.for_base(base, PrefixSettings(init="text:To be, or not"), tokenizer=tokenizer),
         "short-prompt": SoftPrompt.for_base(base, PromptSettings(2, "random"), seed=1),
         "long-prompt": SoftPrompt.for_base(base, PromptSettings(5, "random"), seed=2),
         "encoder": PromptEncoder.for_base(base, PromptEncoderSettings(3, hidden=16), seed=3),
@@ -210,9 +211,10 @@ def test_a_mixed_task_batch_equals_each_row_with_its_own_prompt_or_prefix_alone(
         "long-prefix": PrefixTuning.for_base(base, PrefixSettings(6, d_prime=8, hidden=16), seed=4),
     }
     bank = TaskBank(base, methods).eval()
-    tasks = ["long-prompt", "prefix", "short-prompt", "encoder", "long-prefix", "prefix"]
-    ids = random_ids(6, 7, seed=3)
-    mask = torch.ones(6, 7, dtype=torch.long)
+    tasks = ["long-prompt", "prefix", "short-prompt", "encoder", "long-prefix", "prefix", "text-prefix"]
+    assert methods["text-prefix"].position_offset > 0  # its rows' positions start behind the text
+    ids = random_ids(7, 7, seed=3)
+    mask = torch.ones(7, 7, dtype=torch.long)
     mask[3, 4:] = 0
     mixed = bank(ids, mask, tasks)
     for row, task in enumerate(tasks):

@@ -124,7 +124,14 @@ def attention_map(
         embeds, mask = method.embed(model, input_ids, torch.ones_like(input_ids, dtype=torch.bool))
         layer_prefix = method.layer_prefix(1)
         prefix, prefix_mask = layer_prefix if layer_prefix is not None else (None, None)
-        probs = layer_probs(model, inputs_embeds=embeds, attention_mask=mask, prefix=prefix, prefix_mask=prefix_mask)
+        probs = layer_probs(
+            model,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            prefix=prefix,
+            prefix_mask=prefix_mask,
+            position_offset=method.position_offset,  # a prefix started from a text puts the input behind it
+        )
         n_prefix = prefix[0][0].size(2) if prefix is not None else 0
     stacked = torch.stack([p[0] for p in probs]).float().cpu()
     T_q, T_k = stacked.shape[-2:]

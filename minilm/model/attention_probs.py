@@ -28,6 +28,7 @@ def layer_probs(
     attention_mask: Tensor | None = None,
     prefix: Prefix | None = None,
     prefix_mask: Tensor | None = None,
+    position_offset: int | Tensor = 0,
 ) -> list[Tensor]:
     """[probs^1, ..., probs^L], each (B, h, T, P + T): query i's weights over the keys [prefix; tokens], per head.
 
@@ -43,6 +44,7 @@ def layer_probs(
             attention_mask=attention_mask,
             prefix=prefix,
             prefix_mask=prefix_mask,
+            position_offset=position_offset,
         )
         probs = []
         for block, layer_prefix in zip(model.blocks, prefixes):

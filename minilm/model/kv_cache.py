@@ -39,7 +39,8 @@ class KVCache:
     key_mask   (B, S) bool over the cached keys, True where a key may be attended; None = all may.
     positions  (B,) position id the next real token of each row gets (padding takes no position).
     length     S, number of cached keys (prefix + tokens).
-    n_tokens   number of token columns seen so far (the model's max_len bounds this).
+    n_tokens   number of token columns seen so far, plus a first call's position offset (the model's max_len
+               bounds this).
     """
 
     def __init__(self, n_layers: int) -> None:

@@ -34,7 +34,8 @@ class TaskBank(nn.Module):
         self.methods = nn.ModuleDict(methods)
 
     def inputs(self, input_ids: Tensor, attention_mask: Tensor, tasks: list[str]) -> dict:
-        """The model inputs of a mixed batch: inputs_embeds, attention_mask, prefix, prefix_mask."""
+        """The model inputs of a mixed batch: inputs_embeds, attention_mask, prefix, prefix_mask, and each row's
+        position offset (its task's: n behind a prefix started from an n-token text, else 0)."""
         B, device = input_ids.size(0), input_ids.device
         if len(tasks) != B:
             raise ValueError(f"{len(tasks)} task names for {B} rows: give one task per row")
@@ -66,7 +67,14 @@ class TaskBank(nn.Module):
                     stacked[b, :, :, m - p.size(2) :] = p
                     prefix_mask[b, m - p.size(2) :] = True
             prefix = split_layers(stacked, self.base.config.n_heads)
-        return {"inputs_embeds": embeds, "attention_mask": mask, "prefix": prefix, "prefix_mask": prefix_mask}
+        offsets = torch.tensor([self.methods[t].position_offset for t in tasks], device=device)  # text-started prefixes
+        return {
+            "inputs_embeds": embeds,
+            "attention_mask": mask,
+            "prefix": prefix,
+            "prefix_mask": prefix_mask,
+            "position_offset": offsets,
+        }
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, tasks: list[str]) -> tuple[Tensor, Tensor]:
         """LN_f(h_L) over [padded prompts; tokens] and the mask of those positions."""

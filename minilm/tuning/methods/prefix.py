@@ -153,6 +153,7 @@ class PrefixTuning(Reparameterized):
     name = "prefix"
     Settings = PrefixSettings
     network_attr, output_attr = "mlp", "prefix"
+    mixable = True
 
     def __init__(self, settings: PrefixSettings | None, config: ModelConfig, seed: int = 0) -> None:
         super().__init__(settings, config, seed)
@@ -209,11 +210,6 @@ class PrefixTuning(Reparameterized):
     def position_offset(self) -> int:
         """n for a prefix started from an n-token text (the input sits behind the text), else 0."""
         return self.settings.prefix_len if self.settings.text is not None else 0
-
-    @property
-    def mixable(self) -> bool:
-        """Rows of one batch may use different tasks' prefixes, unless the input's positions start after a text."""
-        return self.position_offset == 0
 
     def computed(self) -> Tensor:
         """P_0 + MLP(P') while training (no P_0 unless started from a text), the stored tensor once folded."""
