@@ -205,3 +205,15 @@ def test_a_task_json_template_without_the_text_field_is_a_one_line_error(tmp_pat
     fails(capsys, quick_compare(base_run, task, tmp_path / "cmp"), "task.json", "'template'", "{text}")
     tune = ["tune", "--base", str(base_run), "--task", str(task), "--method", "bitfit", "--out", str(tmp_path / "t")]
     fails(capsys, tune, "task.json", "'template'", "{text}")
+
+
+def test_compare_with_epochs_tunes_each_run_for_that_many_passes_over_train(tmp_path, base_run, capsys):
+    task = write_task(tmp_path / "merry")
+    where = ["--base", str(base_run), "--task", str(task), "--out", str(tmp_path / "cmp")]
+    flags = "--seeds 0 --epochs 1.5 --batch-size 4 --shots 1 --methods bitfit --readouts verbalizer --precision fp32"
+    assert train.main(["compare", *where, *flags.split(), "--patience", "0", "--eval-every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1.5 epochs per tuned run" in out
+    n_train = len(MERRY) + len(SAD)
+    steps = -(-3 * n_train // 8)  # ceil(1.5 x n_train / 4): 3 for the 8 rows
+    assert steps > 0 and "BitFit / verbalizer / seed 0: dev accuracy" in out and f", {steps} steps," in out

@@ -494,3 +494,15 @@ def test_a_learning_rate_given_to_tune_is_read_as_a_number_and_checked(capsys, t
     assert args.lr == 0.3 and isinstance(args.lr, float)
     fails(capsys, ["tune", "--base", "b", "--task", "t", "--method", "prompt", "--lr", "fast"], "--lr", "'fast'")
     fails(capsys, ["tune", "--base", "b", "--task", "t", "--method", "prompt", "--lr", "-1"], "--lr", "> 0")
+
+
+def test_epochs_size_a_tune_by_passes_over_the_train_split(tmp_path, base_run, task_dir, capsys):
+    from minilm.tuning.trainer import steps_for_epochs
+
+    assert steps_for_epochs(2.5, 12, 4) == 8 and steps_for_epochs(0.01, 12, 4) == 1  # ceil(2.5 x 12 / 4), at least 1
+    flags = ["--epochs", "1.5", "--batch-size", "4", "--eval-every", "5", "--device", "cpu"]
+    assert train.main(tune(tmp_path, base_run, task_dir, "bitfit", *flags)) == 0
+    assert "steps of 4 examples (1.5 epochs)" in capsys.readouterr().out
+    args = json.loads((tmp_path / "t" / "tune_args.json").read_text())
+    assert args["epochs"] == 1.5 and args["max_steps"] == 5 and args["time_budget"] is None  # ceil(1.5 x 12 / 4)
+    fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--epochs", "1", "--max-steps", "3"), "one of them")

@@ -58,7 +58,7 @@ from minilm.tuning.metrics import classification_report
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
 from minilm.tuning.tasks import Example, Task, load_task
-from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate, steps_for_epochs
 from minilm.tuning.tuned import TUNE, TunedModel
 
 DEFAULT_TEMPLATES = {True: "{text} It was", False: "{text} It was [MASK]."}
@@ -74,7 +74,13 @@ class CompareConfig:
     seeds: tuple[int, ...] = setting(
         (0, 1, 2), "seeds of the tuned runs (and of the few-shot draws)", check="non_negative"
     )
-    max_steps: int = setting(TuneConfig.max_steps, "tuning steps per run", check="positive")
+    max_steps: int = setting(TuneConfig.max_steps, "tuning steps per run (unless --epochs is given)", check="positive")
+    epochs: float | None = setting(
+        None,
+        "passes over the train split per tuned run: max-steps = ceil(epochs x train examples / batch size)",
+        check="positive",
+        type=float,
+    )
     eval_every: int = setting(TuneConfig.eval_every, "steps between dev evaluations (early stopping)", check="positive")
     patience: int = setting(
         TuneConfig.patience,
@@ -105,6 +111,7 @@ class CompareConfig:
 QUICK = {
     "seeds": (0,),
     "max_steps": 4,
+    "epochs": None,
     "eval_every": 2,
     "patience": 0,
     "batch_size": 4,
@@ -293,6 +300,11 @@ def compare(
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
     rows += prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds)
+    steps = (
+        steps_for_epochs(config.epochs, len(train), config.batch_size)
+        if config.epochs is not None
+        else config.max_steps
+    )
 
     for method, spec in METHODS.items():  # each with its default settings, as the command line tunes it
         if method not in config.methods:
@@ -321,7 +333,7 @@ def compare(
                 model = fresh(seed)
                 tune_config = TuneConfig(
                     lr=spec.lr,
-                    max_steps=config.max_steps,
+                    max_steps=steps,
                     eval_every=config.eval_every,
                     patience=config.patience,
                     batch_size=config.batch_size,
@@ -411,7 +423,9 @@ def compare_run(
     start = time.perf_counter()
     log(
         f"compare on {base} ({'causal' if model.config.causal else 'masked'}, {model.num_parameters():,} parameters), "
-        f"task {task.name}: seeds {list(config.seeds)}, {config.max_steps} steps per tuned run, {precision}"
+        f"task {task.name}: seeds {list(config.seeds)}, "
+        + (f"{config.epochs:g} epochs" if config.epochs is not None else f"{config.max_steps} steps")
+        + f" per tuned run, {precision}"
     )
     rows = compare(load_base, tokenizer, task, config, log)
     header = (

@@ -12,6 +12,7 @@ Docs: docs/tuning.md (the only-trainable-parameters rule; the tuning loop).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ class TuneConfig(LoopConfig):
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass: less memory, more time")
     lr: float | None = override(LoopConfig, "lr", None)
     max_steps: int = override(LoopConfig, "max_steps", 300)
+    epochs: float | None = setting(
+        None,
+        "passes over the train split; given, it sets max-steps = ceil(epochs x train examples / batch size)",
+        check="positive",
+        type=float,
+    )
     warmup_steps: int = override(LoopConfig, "warmup_steps", 10)
     eval_every: int = override(LoopConfig, "eval_every", 50)
     log_every: int = override(LoopConfig, "log_every", 10)
@@ -52,9 +59,19 @@ class TuneConfig(LoopConfig):
     )
     seed: int = override(LoopConfig, "seed", 0, help="seed of the new parameters and the data order")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs is not None and self.time_budget is not None:
+            raise ValueError("give --epochs (passes over the data) or --time-budget, not both")
+
     def for_method(self, method: str) -> TuneConfig:
         """This config with lr filled in: the method's default when none was given."""
         return self if self.lr is not None else type(self)(**{**self.to_dict(), "lr": DEFAULT_LR[method]})
+
+
+def steps_for_epochs(epochs: float, n_examples: int, batch_size: int) -> int:
+    """S = ceil(epochs x N / B): the optimizer steps that pass `epochs` times over N examples in batches of B."""
+    return max(1, math.ceil(epochs * n_examples / batch_size))
 
 
 @torch.no_grad()

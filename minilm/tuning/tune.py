@@ -38,7 +38,7 @@ from minilm.tuning.registry import (
     with_label_words,
 )
 from minilm.tuning.tasks import Task, load_task
-from minilm.tuning.trainer import TuneConfig, TuneTrainer
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, steps_for_epochs
 from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
 
 
@@ -146,6 +146,12 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
     s.update({k: v for k, v in saved.items() if k in s or k in setting_keys(spec)})
     s.update(given)
     s.update(run_length(given, resume))
+    if "epochs" in given and ("max_steps" in given or "time_budget" in given):
+        raise ValueError("give --epochs, --max-steps or --time-budget: one of them sizes the run")
+    if "epochs" in given:  # the step count follows from the train split's size (tune fills it in)
+        s["max_steps"], s["time_budget"] = None, None
+    elif "max_steps" in given or "time_budget" in given:
+        s["epochs"] = None
     s["out"] = str(out)
     settings = settings_from(spec, s)  # the method's settings, validated
     s.update(method_settings_keys(spec, settings))
@@ -226,8 +232,10 @@ def tune(
             "start again without --resume"
         )
     device = resolve_device(s["device"])
-    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device})
     task = load_task(s["task"])
+    if s["epochs"] is not None and s["max_steps"] is None:
+        s["max_steps"] = steps_for_epochs(s["epochs"], len(task.split("train")), s["batch_size"])
+    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device})
     train_split, dev_split = (
         task.split("train"),
         task.split("dev"),
@@ -281,10 +289,11 @@ def tune(
             f"note: {cut:,} of the {len(texts):,} train and dev texts are longer than the {room} text tokens that fit "
             f"in the base's context of {c.max_len}; their ends are cut"
         )
+    epochs_note = f" ({s['epochs']:g} epochs)" if s["epochs"] else ""
     log(
         f"training: {resolve_precision(s['precision'], device)}, lr {s['lr']:g}, "
         f"{s['max_steps'] or 'the'} steps{'' if s['max_steps'] else ' that fit in ' + s['time_budget']} of "
-        f"{s['batch_size']} examples, dev evaluation every {s['eval_every']} steps "
+        f"{s['batch_size']} examples{epochs_note}, dev evaluation every {s['eval_every']} steps "
         f"(patience {s['patience'] or 'off'}); out {out}"
     )
 
