@@ -69,7 +69,7 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
     if config_file:
         c = ModelConfig.load(config_file)
         settings.update(
-            {name: getattr(c, name) for name in MODEL_SETTINGS}, objective="causal" if c.causal else "masked"
+            {key: getattr(c, key) for key in MODEL_SETTINGS}, objective="causal" if c.causal else "masked"
         )
     for key in ("data", "hold_out"):  # kept absolute, so eval and --resume work from any folder
         if key in given:
