@@ -68,9 +68,7 @@ def pretrain_settings(given: dict[str, Any], resume: bool = False, config_file: 
     settings.update(preset(name).values())
     if config_file:
         c = ModelConfig.load(config_file)
-        settings.update(
-            {key: getattr(c, key) for key in MODEL_SETTINGS}, objective="causal" if c.causal else "masked"
-        )
+        settings.update({key: getattr(c, key) for key in MODEL_SETTINGS}, objective="causal" if c.causal else "masked")
     for key in ("data", "hold_out"):  # kept absolute, so eval and --resume work from any folder
         if key in given:
             given[key] = [str(Path(p).resolve()) for p in given[key]]
