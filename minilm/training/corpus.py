@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +227,7 @@ def read_corpus(
     paths: list[str | os.PathLike[str]],
     val_fraction: float = 0.1,
     skip_invalid_utf8: bool = False,
-    hold_out: list[str | os.PathLike[str]] = (),
+    hold_out: Sequence[str | os.PathLike[str]] = (),
 ) -> CorpusText:
     """The documents named by `paths`, without the held-out tasks' dev and test lines, split into train and val."""
     files = find_text_files(paths)
@@ -250,7 +251,7 @@ def prepare_corpus(
     cache_dir: str | os.PathLike[str],
     val_fraction: float = 0.1,
     skip_invalid_utf8: bool = False,
-    hold_out: list[str | os.PathLike[str]] = (),
+    hold_out: Sequence[str | os.PathLike[str]] = (),
 ) -> Corpus:
     """Encode the corpus once into `cache_dir/<key>/` (memmapped .npy files) and reuse it afterwards."""
     text = read_corpus(paths, val_fraction, skip_invalid_utf8, hold_out)
