@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cli_support import fails, fast_tune, pretrain_tiny, train
 
+from minilm.tokenizer import Tokenizer
+
 MERRY = [
     "O happy day, my heart is merry",
     "Sweet love doth fill my soul with joy",
@@ -22,6 +24,7 @@ SAD = [
     "O wretched day, curse on thee",
     "Sorrow and woe upon this house",
 ]
+PREFIX_TEXT = " Merry or sad:"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def write_task(folder: Path, words: bool = True) -> Path:
         (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
     if words:
         (folder / "task.json").write_text(
-            json.dumps({"labels": ["0", "1"], "label_words": {"0": " sad", "1": " merry"}})
+            json.dumps({"labels": ["0", "1"], "label_words": {"0": " sad", "1": " merry"}, "prefix_text": PREFIX_TEXT})
         )
     return folder
 
@@ -80,12 +83,18 @@ def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys)
     for name in names:
         assert f"| {name} |" in table, name
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == (5 if importlib.util.find_spec("sklearn") else 4) + 7 * 2  # baselines, prompted, tuned
+    assert len(rows) == (5 if importlib.util.find_spec("sklearn") else 4) + 7  # baselines, prompted, tuned
     tuned = [r for r in rows if r["step_s"] is not None]
     assert all(len(r["dev_accuracy"]) == 1 and len(r["test_accuracy"]) == 1 and r["peak_mib"] > 0 for r in tuned)
-    full = next(r for r in rows if r["method"] == "full fine-tuning" and r["readout"] == "verbalizer")
-    prompt = next(r for r in rows if r["method"] == "prompt tuning" and r["readout"] == "verbalizer")
-    assert prompt["trainable"] == 8 * 32 and full["trainable"] == full["base"]
+    assert {r["readout"] for r in tuned} == {"verbalizer"}  # the protocol's readout; --readouts adds the head
+    full = next(r for r in rows if r["method"] == "full fine-tuning")
+    prompt = next(r for r in rows if r["method"] == "prompt tuning")
+    prefix = next(r for r in rows if r["method"] == "prefix tuning")
+    assert prompt["trainable"] == 20 * 32 and full["trainable"] == full["base"]  # 20 vectors of width 32
+    # the prefix starts from the task's prefix_text: a key and a value per token of that text, in every layer
+    n = len(Tokenizer.load(base_run / "tokenizer.json").encode(PREFIX_TEXT))
+    layers = json.loads((base_run / "config.json").read_text())["n_layers"]
+    assert n != 8 and prefix["trainable"] == layers * 2 * n * 32
     assert "| zero-shot |" in capsys.readouterr().out
 
 

@@ -90,6 +90,10 @@ def test_tune_prints_the_defaults_it_tunes_with(method):
     for dest, printed in printed_defaults("tune").items():
         if dest == "lr":
             assert f"{method} {s['lr']:g}" in printed
+        elif dest == "min_lr":
+            assert f"{method} {'none (constant)' if s['min_lr'] is None else format(s['min_lr'], 'g')}" in printed
+        elif dest == "max_steps":
+            assert printed == "none, --epochs sizes the run" and s["max_steps"] is None and s["epochs"] == 3.0
         elif dest in ("freeze_first", "freeze_last"):
             assert printed == "--freeze-first 1" and settings_from(METHODS["freeze"], {}) == FreezeSettings("first", 1)
         elif dest in APPLIES and method not in APPLIES[dest]:

@@ -413,7 +413,7 @@ def test_tune_without_a_base(capsys, tmp_path, task_dir):
 
 def test_resume_with_other_method_settings_is_refused(capsys, tuned):
     before = (tuned / "train_state.pt").read_bytes()
-    fails(capsys, ["tune", "--out", str(tuned), "--resume", "--prompt-len", "6"], "was run with prompt_len=8", "not 6")
+    fails(capsys, ["tune", "--out", str(tuned), "--resume", "--prompt-len", "6"], "was run with prompt_len=20", "not 6")
     fails(capsys, ["tune", "--out", str(tuned), "--resume", "--method", "lora"], "was run with method='prompt'")
     assert (tuned / "train_state.pt").read_bytes() == before
 
@@ -506,3 +506,35 @@ def test_epochs_size_a_tune_by_passes_over_the_train_split(tmp_path, base_run, t
     args = json.loads((tmp_path / "t" / "tune_args.json").read_text())
     assert args["epochs"] == 1.5 and args["max_steps"] == 5 and args["time_budget"] is None  # ceil(1.5 x 12 / 4)
     fails(capsys, tune(tmp_path, base_run, task_dir, "bitfit", "--epochs", "1", "--max-steps", "3"), "one of them")
+
+
+def test_a_tune_without_a_length_runs_the_protocol_s_three_epochs_and_prompts_keep_a_constant_rate(
+    tmp_path, base_run, task_dir, capsys
+):
+    """docs/tuning.md's protocol: 3 epochs by default; prompt tuning's rate stays at lr (min_lr None), others decay."""
+    from minilm.tuning.trainer import TuneConfig
+
+    assert TuneConfig.epochs == 3.0 and TuneConfig.max_steps is None
+    assert TuneConfig().for_task(12).max_steps == 3  # ceil(3 x 12 / 16): a TuneTrainer sizes the run the same way
+    assert (
+        TuneConfig(max_steps=5).for_task(12).max_steps == 5
+        and TuneConfig(time_budget="1m").for_task(12).max_steps is None
+    )
+    flags = ["--batch-size", "4", "--eval-every", "5", "--device", "cpu"]
+    for method, min_lr in (("prompt", None), ("bitfit", 0.0)):
+        out = tmp_path / method
+        assert (
+            train.main(tune(tmp_path, base_run, task_dir, method, *flags, *METHOD_FLAGS.get(method, []), out=out)) == 0
+        )
+        args = json.loads((out / "tune_args.json").read_text())
+        assert args["epochs"] == 3.0 and args["max_steps"] == 9  # ceil(3 x 12 / 4)
+        assert args["min_lr"] == min_lr
+    assert "steps of 4 examples (3 epochs)" in capsys.readouterr().out
+    given = tmp_path / "given"
+    assert (
+        train.main(
+            tune(tmp_path, base_run, task_dir, "prompt", *flags, "--prompt-len", "4", "--min-lr", "0.001", out=given)
+        )
+        == 0
+    )
+    assert json.loads((given / "tune_args.json").read_text())["min_lr"] == 0.001

@@ -214,6 +214,8 @@ def test_duplicate_label_in_task_json_is_an_error(tmp_path):
         # a string would otherwise be taken character by character as the labels p, o, s, " ", n, ...
         ({"labels": "pos neg mid"}, "'labels' must be a list"),
         ({"label_words": [" good", " bad", " so"]}, "'label_words' must be an object"),
+        ({"prefix_text": " "}, "'prefix_text' must be a non-empty string"),
+        ({"prefix_text": ["a", "review"]}, "'prefix_text' must be a non-empty string"),
         (["pos", "neg", "mid"], "must be a JSON object"),
     ],
 )

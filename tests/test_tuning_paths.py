@@ -309,8 +309,25 @@ def test_the_labels_init_starts_the_soft_prompt_with_the_label_words_and_is_stor
     assert method.hyperparameters()["init"] == "text: bad good"  # tuned.json stores what rebuilds it
     encoder = build_method("prompt-encoder", base, tokenizer, label_words=words, init="labels")
     assert encoder.settings.init == "text: bad good"
-    with pytest.raises(ValueError, match=r"--init labels .* none are known"):
-        build_method("prompt", base, tokenizer, init="labels")
+    without = build_method("prompt", base, tokenizer, seed=1, init="labels")  # no label words known: vocab's draw
+    vocab = build_method("prompt", base, tokenizer, seed=1, init="vocab")
+    assert without.settings.init == "vocab" and torch.equal(without.P, vocab.P)
+
+
+def test_the_default_prefix_starts_from_the_task_s_prefix_text_and_is_stored_as_that_text(tokenizer):
+    """--prefix-init task (the default): text:<the task's prefix_text>; random (the MLP as drawn) when it has none."""
+    from minilm.tuning.registry import build_method
+
+    base = Transformer(tiny_config(), seed=0)
+    from_task = build_method("prefix", base, tokenizer, seed=1, prefix_text=" a review:")
+    given = build_method("prefix", base, tokenizer, seed=1, init="text: a review:")
+    assert from_task.hyperparameters()["init"] == "text: a review:"
+    assert torch.equal(from_task.computed(), given.computed())  # the frozen base's keys and values of the words
+    assert from_task.position_offset == len(tokenizer.encode(" a review:"))
+    without = build_method("prefix", base, tokenizer, seed=1)
+    drawn = build_method("prefix", base, tokenizer, seed=1, init="random")
+    assert without.settings.init == "random" and torch.equal(without.computed(), drawn.computed())
+    assert without.position_offset == 0
 
 
 def test_lora_starts_at_the_base_and_merging_keeps_its_outputs():

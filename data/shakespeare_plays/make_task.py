@@ -31,6 +31,7 @@ TASK = {
     "labels": list(PLAYS),
     "label_words": {"coriolanus": " Rome", "shrew": " Padua"},
     "template": "{text} This is spoken in",
+    "prefix_text": " A line from a play by Shakespeare.",
 }
 
 

@@ -22,6 +22,13 @@ def lr_help() -> str:
     return f"peak learning rate (default: per method, {rates})"
 
 
+def min_lr_help() -> str:
+    ends = ", ".join(
+        f"{name} {'none (constant)' if spec.min_lr is None else f'{spec.min_lr:g}'}" for name, spec in METHODS.items()
+    )
+    return f"learning rate at the end of the cosine decay (default: per method, {ends})"
+
+
 def add_method_settings(group: argparse._ArgumentGroup) -> None:
     """One flag per method setting key, once even when several methods share it."""
     done: set[str] = set()
@@ -60,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_settings(p.add_argument_group("what to tune"), TuneTarget)
     add_method_settings(p.add_argument_group("method settings"))
     g = p.add_argument_group("training")
-    add_settings(g, TuneConfig, help={"lr": lr_help()})
+    add_settings(g, TuneConfig, help={"lr": lr_help(), "min_lr": min_lr_help()})
     g.add_argument("--resume", action="store_true", help="continue the tune saved in --out where it stopped")
     g.add_argument(
         "--overwrite",

@@ -11,8 +11,10 @@
 The template: --template, else the task.json's, else DEFAULT_TEMPLATES. The baselines (minilm/experiments/baselines.py)
 see the train split only and are deterministic: one value per column.
 
-For the tuned methods each seed is a separate run (new parameters, data order and dropout), tuned with the
-method's DEFAULT_LR and early stopping on dev macro-F1; the best checkpoint is evaluated. Reported: mean and
+For the tuned methods each seed is a separate run (new parameters, data order and dropout), tuned as
+docs/tuning.md's protocol says: the method's default settings, learning rate and schedule (minilm.tuning.registry),
+--epochs passes over train with early stopping on dev macro-F1, read out by the label words (--readouts adds the
+head); the best checkpoint is evaluated. Reported: mean and
 standard deviation over the seeds, trainable numbers, training time per step, and the peak tensor memory of a
 training step (parameters + optimiser state + the step's activations and gradients), measured once per method.
 
@@ -74,9 +76,9 @@ class CompareConfig:
     seeds: tuple[int, ...] = setting(
         (0, 1, 2), "seeds of the tuned runs (and of the few-shot draws)", check="non_negative"
     )
-    max_steps: int = setting(TuneConfig.max_steps, "tuning steps per run (unless --epochs is given)", check="positive")
-    epochs: float | None = setting(
-        None,
+    max_steps: int | None = setting(None, "tuning steps per run, instead of --epochs", check="positive", type=int)
+    epochs: float = setting(
+        TuneConfig.epochs,
         "passes over the train split per tuned run: max-steps = ceil(epochs x train examples / batch size)",
         check="positive",
         type=float,
@@ -89,7 +91,11 @@ class CompareConfig:
     )
     batch_size: int = setting(TuneConfig.batch_size, "examples per tuning step", check="positive")
     shots: int = setting(4, "few-shot demonstrations per label", check="positive")
-    readouts: tuple[str, ...] = setting(("verbalizer", "head"), "readouts of the tuned methods", choices=READOUTS)
+    readouts: tuple[str, ...] = setting(
+        ("verbalizer",),
+        "readouts of the tuned methods (docs/tuning.md: the label words measured best)",
+        choices=READOUTS,
+    )
     methods: tuple[str, ...] = setting(tuple(METHODS), "tuned methods to run", choices=tuple(METHODS))
     template: str | None = setting(
         None,
@@ -111,7 +117,6 @@ class CompareConfig:
 QUICK = {
     "seeds": (0,),
     "max_steps": 4,
-    "epochs": None,
     "eval_every": 2,
     "patience": 0,
     "batch_size": 4,
@@ -300,11 +305,7 @@ def compare(
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
     rows += prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds)
-    steps = (
-        steps_for_epochs(config.epochs, len(train), config.batch_size)
-        if config.epochs is not None
-        else config.max_steps
-    )
+    steps = config.max_steps or steps_for_epochs(config.epochs, len(train), config.batch_size)
 
     for method, spec in METHODS.items():  # each with its default settings, as the command line tunes it
         if method not in config.methods:
@@ -320,7 +321,7 @@ def compare(
                     else ClassificationHead(base.config.d_model, len(task.labels), seed=seed)
                 )
                 return TunedModel(
-                    base, build_method(method, base, tokenizer, seed=seed, label_words=words), readout, task.labels
+                    base, build_method(method, base, tokenizer, seed, words, task.prefix_text), readout, task.labels
                 )
 
             row = None
@@ -333,6 +334,7 @@ def compare(
                 model = fresh(seed)
                 tune_config = TuneConfig(
                     lr=spec.lr,
+                    min_lr=spec.min_lr,
                     max_steps=steps,
                     eval_every=config.eval_every,
                     patience=config.patience,
@@ -424,7 +426,7 @@ def compare_run(
     log(
         f"compare on {base} ({'causal' if model.config.causal else 'masked'}, {model.num_parameters():,} parameters), "
         f"task {task.name}: seeds {list(config.seeds)}, "
-        + (f"{config.epochs:g} epochs" if config.epochs is not None else f"{config.max_steps} steps")
+        + (f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epochs")
         + f" per tuned run, {precision}"
     )
     rows = compare(load_base, tokenizer, task, config, log)

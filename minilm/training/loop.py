@@ -86,12 +86,16 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.max_steps is None and self.time_budget is None:
+        if not self.sized():
             raise ValueError("give --max-steps (a fixed step count) or --time-budget (the steps that fit the time)")
         if self.time_budget is not None:
             parse_duration(self.time_budget)  # a one-line error for a duration that does not read
         if self.lr is not None and self.min_lr is not None and self.min_lr > self.lr:
             raise ValueError(f"need lr > 0 and 0 <= min-lr <= lr, got lr={self.lr}, min-lr={self.min_lr}")
+
+    def sized(self) -> bool:
+        """Whether the settings say how long the run is (a step count or a time budget)."""
+        return self.max_steps is not None or self.time_budget is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

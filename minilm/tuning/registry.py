@@ -20,6 +20,7 @@ from minilm.settings import flag_of
 from minilm.tokenizer import Tokenizer
 from minilm.tuning import methods
 from minilm.tuning.methods import TuningMethod
+from minilm.tuning.methods.prefix import task_init
 from minilm.tuning.methods.prompt import label_init
 
 
@@ -33,6 +34,8 @@ class MethodSpec:
     """Peak learning rate when none is given; how these were chosen is in docs/tuning.md."""
     title: str
     """Its row in `compare`, formatted with the default settings, e.g. "LoRA (r={rank})"."""
+    min_lr: float | None = 0.0
+    """Where the cosine decay ends when none is given; None = no decay, the rate stays at lr."""
 
     @property
     def settings(self) -> type:
@@ -46,7 +49,7 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("prompt", methods.SoftPrompt, 3e-2, "prompt tuning"),
+        MethodSpec("prompt", methods.SoftPrompt, 3e-2, "prompt tuning", min_lr=None),
         MethodSpec("prompt-encoder", methods.PromptEncoder, 3e-4, "prompt encoder"),
         MethodSpec("prefix", methods.PrefixTuning, 3e-3, "prefix tuning"),
         MethodSpec("freeze", methods.LayerFreezing, 1e-4, "{recipe}-k freezing (k={k})"),
@@ -110,11 +113,15 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def with_label_words(settings: Any, label_words: list[str] | None) -> Any:
-    """The settings with a soft prompt's init "labels" replaced by the text of the label words (`label_init`)."""
-    if getattr(settings, "init", None) != "labels":
-        return settings
-    return dataclasses.replace(settings, init=label_init(settings.init, label_words))
+def with_task_words(settings: Any, label_words: list[str] | None, prefix_text: str | None = None) -> Any:
+    """The settings with the inits that stand for the task's own words resolved: a soft prompt's "labels" by the
+    label words (`label_init`), a prefix's "task" by the task's prefix_text (`task_init`)."""
+    init = getattr(settings, "init", None)
+    if init == "labels":
+        return dataclasses.replace(settings, init=label_init(init, label_words))
+    if init == "task":
+        return dataclasses.replace(settings, init=task_init(init, prefix_text))
+    return settings
 
 
 def build_method(
@@ -123,10 +130,11 @@ def build_method(
     tokenizer: Tokenizer | None = None,
     seed: int = 0,
     label_words: list[str] | None = None,
+    prefix_text: str | None = None,
     **settings: Any,
 ) -> TuningMethod:
     """The method `name` for `base`: settings not given take their defaults (as stored in tuned.json, with its seed);
-    `label_words` resolve a soft prompt's init "labels"."""
+    `label_words` resolve a soft prompt's init "labels", `prefix_text` a prefix's init "task"."""
     spec = method_spec(name)
     known = {f.name for f in dataclasses.fields(spec.settings)}
     unknown = sorted(set(settings) - known)
@@ -135,5 +143,5 @@ def build_method(
             f"{', '.join(unknown)} is not a setting of method {name!r} "
             f"(its settings: {', '.join(sorted(known)) or 'none'})"
         )
-    resolved = with_label_words(spec.settings(**settings), label_words)
+    resolved = with_task_words(spec.settings(**settings), label_words, prefix_text)
     return spec.method.for_base(base, resolved, seed=seed, tokenizer=tokenizer)

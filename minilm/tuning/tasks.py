@@ -4,13 +4,14 @@
     TASK/dev.tsv   | dev.jsonl        used for early stopping and reported
     TASK/test.tsv  | test.jsonl       optional; evaluated only when asked
     TASK/task.json                    optional: {"labels": [...], "label_words": {label: word}, "description": "...",
-                                                 "template": "... {text} ..."}
+                                                 "template": "... {text} ...", "prefix_text": "..."}
 
 The split files are read by minilm.task_files (a TSV with a header naming a `label` and a `sentence` or `text`
 column, split on tabs only; or JSONL objects with the same keys). The label set is task.json's `labels`, or else
 the labels seen in train; any other label in any split is an error naming the file and line. task.json's
 `template` is the prompt the verbalizer reads the label words from when none is given on the command line
-(`compare`, `tune`).
+(`compare`, `tune`). Its `prefix_text` is the real text prompt a prefix starts from by default (--prefix-init
+task: the frozen base's own keys and values of those words).
 
 Docs: docs/tuning.md (task folders).
 """
@@ -43,6 +44,8 @@ class Task:
     """label -> the word a verbalizer scores for it (e.g. " good"); empty when task.json gives none."""
     template: str | None = None
     """The prompt around the text ({text} where it goes), from task.json; None when it gives none."""
+    prefix_text: str | None = None
+    """Words that set the task up, read before the input: where prefix tuning starts (--prefix-init task)."""
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits:
@@ -71,13 +74,14 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
             raise ValueError(f"{folder / 'task.json'} is not valid JSON ({e})") from None
         if not isinstance(spec, dict):
             raise ValueError(
-                f"{folder / 'task.json'} must be a JSON object with labels, label_words, description and/or template"
+                f"{folder / 'task.json'} must be a JSON object with labels, label_words, description, template "
+                "and/or prefix_text"
             )
-        unknown = sorted(set(spec) - {"labels", "label_words", "description", "template"})
+        unknown = sorted(set(spec) - {"labels", "label_words", "description", "template", "prefix_text"})
         if unknown:
             raise ValueError(
                 f"{folder / 'task.json'}: unknown key(s) {', '.join(unknown)}; "
-                "valid keys are labels, label_words, description, template"
+                "valid keys are labels, label_words, description, template, prefix_text"
             )
         if "labels" in spec and not isinstance(spec["labels"], list):
             raise ValueError(
@@ -87,6 +91,11 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
             raise ValueError(f"{folder / 'task.json'}: 'label_words' must be an object mapping each label to its word")
         if "template" in spec:
             check_template(spec["template"], folder / "task.json")
+        if "prefix_text" in spec and not (isinstance(spec["prefix_text"], str) and spec["prefix_text"].strip()):
+            raise ValueError(
+                f"{folder / 'task.json'}: 'prefix_text' must be a non-empty string (the words a prefix starts from), "
+                f"got {spec['prefix_text']!r}"
+            )
     files = {split: split_file(folder, split) for split in SPLITS}
     if files["train"] is None:
         raise FileNotFoundError(f"task folder {folder} has no train.tsv or train.jsonl")
@@ -124,7 +133,7 @@ def load_task(folder: str | os.PathLike[str]) -> Task:
     missing = [label for label in labels if words and label not in words]
     if missing or set(words) - set(labels):
         raise ValueError(f"{folder / 'task.json'}: label_words must give one word for each label ({', '.join(labels)})")
-    return Task(folder.name, labels, splits, words, spec.get("template"))
+    return Task(folder.name, labels, splits, words, spec.get("template"), spec.get("prefix_text"))
 
 
 def check_template(template: object, path: Path) -> None:

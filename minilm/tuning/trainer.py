@@ -37,36 +37,50 @@ SUMMARY = ("loss", "accuracy", "macro_f1", "n")
 @dataclass(frozen=True)
 class TuneConfig(LoopConfig):
     """How to tune. lr None takes the method's measured default (minilm.tuning.registry); the schedule is a linear
-    warm-up then a cosine decay to min_lr, as in pretraining."""
+    warm-up then a cosine decay to min_lr, as in pretraining. The run is `epochs` passes over the train split
+    (`for_task`) unless max_steps or time_budget sizes it (docs/tuning.md: the protocol)."""
 
     batch_size: int = setting(16, "examples per step", check="positive")
     eval_batch_size: int = setting(64, "examples per forward pass when evaluating", check="positive")
     max_eval_examples: int = setting(0, "evaluate on the first N dev examples only; 0 = all", check="non_negative")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass: less memory, more time")
     lr: float | None = override(LoopConfig, "lr", None)
-    max_steps: int = override(LoopConfig, "max_steps", 300)
-    epochs: float | None = setting(
+    max_steps: int | None = override(
+        LoopConfig,
+        "max_steps",
         None,
-        "passes over the train split; given, it sets max-steps = ceil(epochs x train examples / batch size)",
+        help="optimizer steps; given, it fixes the run's length instead of --epochs (default: none, --epochs sizes "
+        "the run)",
+    )
+    epochs: float | None = setting(
+        3.0,
+        "passes over the train split: max-steps = ceil(epochs x train examples / batch size), unless --max-steps or "
+        "--time-budget is given (docs/tuning.md: the protocol)",
         check="positive",
         type=float,
     )
     warmup_steps: int = override(LoopConfig, "warmup_steps", 10)
-    eval_every: int = override(LoopConfig, "eval_every", 50)
+    eval_every: int = override(LoopConfig, "eval_every", 100)
     log_every: int = override(LoopConfig, "log_every", 10)
     patience: int = override(
-        LoopConfig, "patience", 4, help="stop after this many evaluations without a better dev macro-F1; 0 = never"
+        LoopConfig, "patience", 3, help="stop after this many evaluations without a better dev macro-F1; 0 = never"
     )
     seed: int = override(LoopConfig, "seed", 0, help="seed of the new parameters and the data order")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.epochs is not None and self.time_budget is not None:
-            raise ValueError("give --epochs (passes over the data) or --time-budget, not both")
+    def sized(self) -> bool:
+        """A step count, a time budget, or passes over the train split (which `for_task` turns into steps)."""
+        return super().sized() or self.epochs is not None
 
     def for_method(self, method: str) -> TuneConfig:
         """This config with lr filled in: the method's default when none was given."""
         return self if self.lr is not None else type(self)(**{**self.to_dict(), "lr": DEFAULT_LR[method]})
+
+    def for_task(self, n_train: int) -> TuneConfig:
+        """This config with max_steps filled in from `epochs` over `n_train` examples, unless a step count or a time
+        budget sizes the run."""
+        if self.max_steps is not None or self.time_budget is not None:
+            return self
+        return type(self)(**{**self.to_dict(), "max_steps": steps_for_epochs(self.epochs, n_train, self.batch_size)})
 
 
 def steps_for_epochs(epochs: float, n_examples: int, batch_size: int) -> int:
@@ -117,7 +131,7 @@ class TuneTrainer(Loop):
         log: Callable[[str], None] = print,
         extra_metadata: dict[str, Any] | None = None,
     ) -> None:
-        config = config.for_method(model.method.name)
+        config = config.for_method(model.method.name).for_task(len(task.split("train")))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(model, config, out_dir, log)
         self.tokenizer, self.task, self.extra = tokenizer, task, extra_metadata or {}

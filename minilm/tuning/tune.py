@@ -35,7 +35,7 @@ from minilm.tuning.registry import (
     setting_flags,
     setting_keys,
     settings_from,
-    with_label_words,
+    with_task_words,
 )
 from minilm.tuning.tasks import Task, load_task
 from minilm.tuning.trainer import TuneConfig, TuneTrainer, steps_for_epochs
@@ -142,7 +142,7 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
                 f"--resume: the tune in {out} was run with {key}={saved.get(key)!r}, not {given[key]!r}; "
                 f"drop {flag(key)} to continue it, or start a new tune with another --out"
             )
-    s = {**dataclasses.asdict(TuneTarget()), **TuneConfig().to_dict()}
+    s = {**dataclasses.asdict(TuneTarget()), **TuneConfig().to_dict(), "min_lr": spec.min_lr}
     s.update({k: v for k, v in saved.items() if k in s or k in setting_keys(spec)})
     s.update(given)
     s.update(run_length(given, resume))
@@ -246,7 +246,8 @@ def tune(
     s["readout"], s["label_words"] = readout.kind, words
     check_fits(spec, settings, c, readout)
     known_words = words or ([task.label_words[label] for label in task.labels] if task.label_words else None)
-    method = spec.method.for_base(base, with_label_words(settings, known_words), seed=s["seed"], tokenizer=tokenizer)
+    resolved = with_task_words(settings, known_words, task.prefix_text)
+    method = spec.method.for_base(base, resolved, seed=s["seed"], tokenizer=tokenizer)
     model = TunedModel(base, method, readout, task.labels)
     if resume and (out / LAST_DIR / META_FILE).is_file():
         if read_metadata(out / LAST_DIR).get("base_weights_sha256") != model.base_sha256:

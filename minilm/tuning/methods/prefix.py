@@ -38,16 +38,25 @@ from minilm.tokenizer import Tokenizer
 from minilm.tuning.methods.base import Reparameterized
 
 INIT_HELP = (
-    'prefix start: random (the MLP as drawn), zero (every key and value 0) or text:"words" (the frozen base\'s own '
-    "keys and values of those words, the input's positions after theirs; the prefix length becomes their token count)"
+    'prefix start: random (the MLP as drawn), zero (every key and value 0), text:"words" (the frozen base\'s own '
+    "keys and values of those words, the input's positions after theirs; the prefix length becomes their token "
+    "count) or task (text: the task.json's prefix_text; random where the task has none)"
 )
 
 
 def check_init(spec: str) -> str:
-    """A prefix initialisation as written on the command line: random, zero or text:"some words"."""
-    if spec in ("random", "zero") or (spec.startswith("text:") and spec[len("text:") :].strip()):
+    """A prefix initialisation as written on the command line: random, zero, task or text:"some words"."""
+    if spec in ("random", "zero", "task") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
-    raise ValueError(f'unknown prefix initialisation {spec!r}: expected random, zero or text:"some words"')
+    raise ValueError(f'unknown prefix initialisation {spec!r}: expected random, zero, task or text:"some words"')
+
+
+def task_init(init: str, prefix_text: str | None) -> str:
+    """init "task" as the start it stands for: text:<the task's prefix_text>, or "random" where the task has none;
+    other inits as given. The tune command and `compare` resolve it, so tuned.json stores the text itself."""
+    if init != "task":
+        return init
+    return "text:" + prefix_text if prefix_text and prefix_text.strip() else "random"
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class PrefixSettings:
     reparameterize: bool = setting(
         True, "train the prefixes directly, without the reparameterisation MLP", flag="--no-reparam"
     )
-    init: str = setting("random", INIT_HELP, flag="--prefix-init", parse=check_init, metavar="INIT")
+    init: str = setting("task", INIT_HELP, flag="--prefix-init", parse=check_init, metavar="INIT")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -181,7 +190,7 @@ class PrefixTuning(Reparameterized):
             s.d_prime,
             s.hidden,
             self.seed,
-            from_zero=s.init != "random",
+            from_zero=task_init(s.init, None) != "random",
             with_start=s.text is not None,
         )
 

@@ -33,31 +33,27 @@ def check_init(spec: str) -> str:
 
 INIT_HELP = (
     "soft prompt start: random, vocab (embeddings of random tokens), labels (the label words' embeddings first, "
-    'Lester et al.\'s class-label init) or text:"words" (their embeddings)'
+    'Lester et al.\'s class-label init; vocab where the task has no label words) or text:"words" (their embeddings)'
 )
 
 
 def label_init(init: str, label_words: list[str] | None) -> str:
-    """init "labels" as the text it stands for: the label words in label order (" bad good"); other inits as given.
+    """init "labels" as the text it stands for: the label words in label order (" bad good"), or "vocab" where no
+    label words are known (a head readout on a task without them); other inits as given.
 
     The tune command and `compare` resolve it with the task's label words, so tuned.json stores the text itself.
     """
     if init != "labels":
         return init
-    if not label_words:
-        raise ValueError(
-            "--init labels starts the soft prompt from the label words, but none are known: give --label-words "
-            "or label_words in the task's task.json, or use --init vocab"
-        )
-    return "text:" + "".join(label_words)
+    return "text:" + "".join(label_words) if label_words else "vocab"
 
 
 @dataclass(frozen=True)
 class PromptSettings:
     """Prompt tuning's settings: its hyper-parameters in tuned.json and its flags."""
 
-    prompt_len: int = setting(8, "soft prompt vectors", check="positive", metavar="N")
-    init: str = setting("vocab", INIT_HELP, parse=check_init)
+    prompt_len: int = setting(20, "soft prompt vectors", check="positive", metavar="N")
+    init: str = setting("labels", INIT_HELP, parse=check_init)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -95,11 +91,12 @@ def initial_prompt(
 
 
 def parse_init(spec: str) -> tuple[str, str | None]:
-    """'random' | 'vocab' | 'text:...' -> (kind, text); 'labels' must be resolved first (`label_init`)."""
+    """'random' | 'vocab' | 'text:...' -> (kind, text). 'labels' is resolved with the task's label words first
+    (`label_init`); one that reaches here unresolved knows no label words and is read as 'vocab'."""
     if spec.startswith("text:"):
         return "text", spec[len("text:") :]
     if spec == "labels":
-        raise ValueError("--init labels is resolved with the task's label words before the prompt is built")
+        return "vocab", None
     if spec not in ("random", "vocab"):
         raise ValueError(f'unknown prompt initialisation {spec!r}: use random, vocab or text:"..."')
     return spec, None
