@@ -60,7 +60,7 @@ from minilm.tuning.metrics import classification_report
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
 from minilm.tuning.tasks import Example, Task, load_task
-from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate, steps_for_epochs
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
 from minilm.tuning.tuned import TUNE, TunedModel
 
 DEFAULT_TEMPLATES = {True: "{text} It was", False: "{text} It was [MASK]."}
@@ -305,7 +305,6 @@ def compare(
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
     rows += prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds)
-    steps = config.max_steps or steps_for_epochs(config.epochs, len(train), config.batch_size)
 
     for method, spec in METHODS.items():  # each with its default settings, as the command line tunes it
         if method not in config.methods:
@@ -335,7 +334,8 @@ def compare(
                 tune_config = TuneConfig(
                     lr=spec.lr,
                     min_lr=spec.min_lr,
-                    max_steps=steps,
+                    max_steps=config.max_steps,  # None: the trainer sizes the run by epochs (TuneConfig.for_task)
+                    epochs=config.epochs,
                     eval_every=config.eval_every,
                     patience=config.patience,
                     batch_size=config.batch_size,
