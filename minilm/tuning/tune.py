@@ -38,7 +38,7 @@ from minilm.tuning.registry import (
     with_task_words,
 )
 from minilm.tuning.tasks import Task, load_task
-from minilm.tuning.trainer import TuneConfig, TuneTrainer, steps_for_epochs
+from minilm.tuning.trainer import TuneConfig, TuneTrainer
 from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, META_FILE, TUNE, TunedModel, read_metadata
 
 
@@ -233,9 +233,8 @@ def tune(
         )
     device = resolve_device(s["device"])
     task = load_task(s["task"])
-    if s["epochs"] is not None and s["max_steps"] is None:
-        s["max_steps"] = steps_for_epochs(s["epochs"], len(task.split("train")), s["batch_size"])
-    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device})
+    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device}).for_task(len(task.split("train")))
+    s["max_steps"] = config.max_steps  # epochs as steps, for the log line and tune_args.json
     train_split, dev_split = (
         task.split("train"),
         task.split("dev"),
