@@ -18,6 +18,7 @@ from minilm import ModelConfig, Transformer
 from minilm.experiments.sweep import (
     drawn_by_sweep,
     folder_names,
+    markdown,
     plot_sweep,
     row_kind,
     series,
@@ -128,6 +129,14 @@ def test_the_table_has_a_row_per_method_and_a_column_per_base_with_its_parameter
     assert "| BitFit | verbalizer | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.750 ± 0.071 |" in lines
     assert "| BitFit | head | 0.750 | - | 0.650 |" in lines
     assert len(lines) == 2 + 6
+
+
+def test_sweep_md_says_mean_and_spread_over_several_seeds_and_one_run_each_over_one():
+    sweep = synthetic_sweep()
+    assert "mean ± standard deviation over the seeds 0, 1;" in markdown(sweep)
+    sweep["settings"]["seeds"] = [3]
+    caption = markdown(sweep)
+    assert "one run each (seed 3, so no spread);" in caption and "standard deviation" not in caption
 
 
 def test_bases_with_the_same_folder_name_get_subfolders_of_their_own():

@@ -109,11 +109,16 @@ def table(sweep: dict[str, Any]) -> str:
 
 def markdown(sweep: dict[str, Any]) -> str:
     """sweep.md: the command, what the cells are, and the table."""
-    seeds = ", ".join(map(str, sweep["settings"]["seeds"]))
+    seeds = sweep["settings"]["seeds"]
+    cells = (
+        f"mean ± standard deviation over the seeds {', '.join(map(str, seeds))}"
+        if len(seeds) > 1
+        else f"one run each (seed {seeds[0]}, so no spread)"
+    )
     return (
         f"# Method against base size: task {sweep['task']}, {sweep['objective']} bases\n\n"
         f"`{sweep['command'] or 'python train.py sweep'}`\n\n"
-        f"Dev accuracy, mean ± standard deviation over the seeds {seeds}; a column per base (its parameter count), "
+        f"Dev accuracy, {cells}; a column per base (its parameter count), "
         "each base's full table in OUT/<base>/results.md.\n\n" + table(sweep) + "\n"
     )
 
