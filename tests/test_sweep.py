@@ -23,6 +23,7 @@ from minilm.experiments.sweep import (
     row_kind,
     series,
     table,
+    y_label,
 )
 from minilm.files import save_weights
 from minilm.training.plot import SOFTWARE as PLOT_SOFTWARE
@@ -131,12 +132,14 @@ def test_the_table_has_a_row_per_method_and_a_column_per_base_with_its_parameter
     assert len(lines) == 2 + 6
 
 
-def test_sweep_md_says_mean_and_spread_over_several_seeds_and_one_run_each_over_one():
+def test_sweep_md_and_the_y_axis_say_mean_and_spread_over_several_seeds_and_one_run_each_over_one():
     sweep = synthetic_sweep()
     assert "mean ± standard deviation over the seeds 0, 1;" in markdown(sweep)
     sweep["settings"]["seeds"] = [3]
     caption = markdown(sweep)
     assert "one run each (seed 3, so no spread);" in caption and "standard deviation" not in caption
+    assert y_label([0, 1]) == "dev accuracy (mean ± std over seeds)"
+    assert y_label([3]) == "dev accuracy (one run each, seed 3)"
 
 
 def test_bases_with_the_same_folder_name_get_subfolders_of_their_own():

@@ -240,6 +240,11 @@ def drawn_by_sweep(path: Path) -> bool:
     return drawn_by(path, SOFTWARE)
 
 
+def y_label(seeds: list[int]) -> str:
+    """The picture's y axis: the mean and spread over several seeds, or the one seed of every point."""
+    return "dev accuracy (mean ± std over seeds)" if len(seeds) > 1 else f"dev accuracy (one run each, seed {seeds[0]})"
+
+
 def plot_sweep(sweep: str | os.PathLike[str] | dict[str, Any], png: str | os.PathLike[str] | None = None) -> Path:
     """Dev accuracy against base parameters (log x), one line per `series`, to `png` (default: method_vs_size.png
     next to sweep.json); returns its path. `sweep` is a sweep folder, its sweep.json, or what size_sweep returned."""
@@ -276,7 +281,7 @@ def plot_sweep(sweep: str | os.PathLike[str] | dict[str, Any], png: str | os.Pat
     ax.set_xticks([b["parameters"] for b in bases], [f"{b['parameters']:,}\n{b['folder']}" for b in bases])
     ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
     ax.set_xlabel("base parameters (log scale)")
-    ax.set_ylabel("dev accuracy (mean ± std over seeds)")
+    ax.set_ylabel(y_label(data["settings"]["seeds"]))
     ax.set_title(f"{data.get('task', 'task')}: method against base size ({data.get('objective', '')} bases)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
