@@ -78,12 +78,13 @@ def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys)
         "first-k freezing (k=1)",
         "BitFit",
         "LoRA (r=8)",
+        "adapters (m=16)",
         "full fine-tuning",
     ]
     for name in names:
         assert f"| {name} |" in table, name
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == (5 if importlib.util.find_spec("sklearn") else 4) + 7  # baselines, prompted, tuned
+    assert len(rows) == (5 if importlib.util.find_spec("sklearn") else 4) + 8  # baselines, prompted, tuned
     tuned = [r for r in rows if r["step_s"] is not None]
     assert all(len(r["dev_accuracy"]) == 1 and len(r["test_accuracy"]) == 1 and r["peak_mib"] > 0 for r in tuned)
     assert {r["readout"] for r in tuned} == {"verbalizer"}  # the protocol's readout; --readouts adds the head

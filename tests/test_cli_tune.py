@@ -14,7 +14,7 @@ from cli_support import fails, fast_tune, pretrain_tiny, train
 from minilm import ModelConfig
 from minilm.cli import build_parser
 from minilm.model import parameter_count
-from minilm.tuning import METHODS, BitFit, LayerFreezing, LoRA
+from minilm.tuning import METHODS, Adapters, BitFit, LayerFreezing, LoRA
 
 FAST = fast_tune(3)
 METHOD_FLAGS = {
@@ -24,6 +24,7 @@ METHOD_FLAGS = {
     "freeze": ["--freeze-last", "1"],
     "bitfit": [],
     "lora": ["--lora-rank", "2"],
+    "adapter": ["--adapter-size", "4"],
     "full": [],
 }
 MERRY = [
@@ -135,6 +136,7 @@ def expected_counts(c: ModelConfig, method: str) -> tuple[int, int]:
         "freeze": LayerFreezing.expected_count(c, "last", 1),
         "bitfit": BitFit.expected_count(c),
         "lora": LoRA.expected_count(c, 2),
+        "adapter": Adapters.expected_count(c, 4),
         "full": parameter_count(c),
     }[method]
     return count, count
@@ -346,7 +348,7 @@ def test_lora_rank_larger_than_d_model(capsys, tmp_path, base_run, task_dir):
 
 
 def test_unknown_method(capsys, tmp_path, base_run, task_dir):
-    fails(capsys, tune(tmp_path, base_run, task_dir, "adapter"), "--method", "'adapter'", "prompt-encoder")
+    fails(capsys, tune(tmp_path, base_run, task_dir, "dora"), "--method", "'dora'", "prompt-encoder", "adapter")
 
 
 def test_a_task_file_with_an_unknown_label_names_the_file_and_line(capsys, tmp_path, base_run):

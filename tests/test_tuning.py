@@ -16,6 +16,7 @@ from conftest import random_ids, tiny_config
 from minilm import Transformer
 from minilm.tuning import (
     METHODS,
+    Adapters,
     BitFit,
     ClassificationHead,
     LayerFreezing,
@@ -35,6 +36,7 @@ HP = {
     "freeze": {"recipe": "first", "k": 1},
     "bitfit": {},
     "lora": {"rank": 2, "alpha": 4.0},
+    "adapter": {"size": 4},
     "full": {},
 }
 
@@ -125,7 +127,7 @@ def test_tuning_never_decays_embeddings_or_a_method_s_own_vectors(method, sentim
 def test_trainable_counts_match_the_closed_forms():
     c = tiny_config()
     L, d, f, V, N = c.n_layers, c.d_model, c.d_ff, c.vocab_size, c.max_len
-    n, P, r = 4, 3, 2
+    n, P, r, m = 4, 3, 2, 4
     expected_tuned = {
         "prompt": n * d,
         "prompt-encoder": n * d,  # folded: the vectors only
@@ -133,6 +135,7 @@ def test_trainable_counts_match_the_closed_forms():
         "freeze": V * d + N * d + 1 * (4 * d * d + 2 * d * f + 9 * d + f),
         "bitfit": L * (7 * d + f) + d,
         "lora": 2 * L * 2 * r * d,  # W_Q and W_V: 2 r d each per layer
+        "adapter": L * 2 * (2 * d * m + m + d) + L * 4 * d + 2 * d,  # two adapters per block; every LayerNorm
         "full": Transformer(c).num_parameters(),
     }
     for method, value in expected_tuned.items():
@@ -142,6 +145,9 @@ def test_trainable_counts_match_the_closed_forms():
     assert LayerFreezing.expected_count(c, "first", 1) == expected_tuned["freeze"]
     assert BitFit.expected_count(c) == expected_tuned["bitfit"]
     assert LoRA.expected_count(c, r) == expected_tuned["lora"]
+    assert Adapters.expected_count(c, m) == expected_tuned["adapter"]
+    adapted = tuned("adapter", readout="verbalizer").counts()
+    assert adapted["base"] == Transformer(c).num_parameters()  # the adapters are not counted as the base's
     # while training, the reparameterisation networks train instead of the vectors they produce
     prefix = tuned("prefix", readout="verbalizer").counts()
     assert prefix["trainable"] == P * 8 + (8 * 16 + 16) + (16 * L * 2 * d + L * 2 * d)
@@ -243,6 +249,7 @@ LEARN = {  # (hyper-parameters, lr): small, fast settings; the defaults for real
     "freeze": ({"recipe": "first", "k": 1}, 0.003),
     "bitfit": ({}, 0.03),
     "lora": ({"rank": 4}, 0.01),
+    "adapter": ({"size": 8}, 0.01),
     "full": ({}, 0.001),
 }
 

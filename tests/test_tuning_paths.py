@@ -15,6 +15,7 @@ from minilm.files import save_state
 from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID
 from minilm.tuning import (
     METHODS,
+    Adapters,
     ClassificationHead,
     LayerFreezing,
     LoRA,
@@ -26,7 +27,15 @@ from minilm.tuning import (
     VerbalizerReadout,
     build_method,
 )
-from minilm.tuning.methods import FreezeSettings, LoRASettings, PrefixSettings, PromptEncoderSettings, PromptSettings
+from minilm.tuning.methods import (
+    AdapterSettings,
+    FreezeSettings,
+    LoRASettings,
+    PrefixSettings,
+    PromptEncoderSettings,
+    PromptSettings,
+)
+from minilm.tuning.methods.adapter import Adapter
 from minilm.tuning.methods.lora import LoRALinear
 from minilm.tuning.trainer import TuneConfig, TuneTrainer
 
@@ -368,6 +377,38 @@ def test_a_lora_layer_adds_alpha_over_r_times_the_low_rank_update_to_the_frozen_
     torch.testing.assert_close(layer(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_adapters_start_at_the_base_and_train_only_themselves_and_the_layernorms():
+    """W_down, W_up ~ N(0, 1e-3^2): logits within 1e-5 of the base's; phi = the adapters + every LayerNorm."""
+    ids, mask = padded_batch()
+    reference = Transformer(tiny_config(), seed=0).eval()
+    base = Transformer(tiny_config(), seed=0).eval()
+    model = TunedModel(base, Adapters(AdapterSettings(size=4), seed=1), VerbalizerReadout.from_ids([[10], [11]]))
+    h, _ = model.eval().hidden_states(ids, mask)
+    torch.testing.assert_close(model.lm_logits(h), reference(ids, attention_mask=mask), rtol=0, atol=1e-5)
+    trainable = set(model.trainable())
+    assert all(".post_attn." in n or ".post_ffn." in n or ".ln_" in n for n in trainable), sorted(trainable)
+    assert {n for n in trainable if ".ln_" in n} == {n for n, _ in model.named_parameters() if ".ln_" in n}
+    assert sum(".post_" in n for n in trainable) == 2 * 2 * 4  # L = 2 blocks, 2 adapters each, 4 tensors each
+    assert not torch.allclose(model.lm_logits(h), reference(ids, attention_mask=mask), rtol=0, atol=0)
+
+
+def test_an_adapter_adds_its_bottleneck_update_to_its_input():
+    """A(h) = h + W_up GELU(W_down h + b_down) + b_up, against the float64 equation (exact GELU)."""
+    g = torch.Generator().manual_seed(0)
+    adapter = Adapter(6, 3, g)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.normal_(0, 1, generator=g)  # as after training: weights and biases far from their start
+    h = torch.randn(2, 4, 6, generator=g)
+    W_d, b_d, W_u, b_u = (
+        t.detach().double()
+        for t in (adapter.W_down.weight, adapter.W_down.bias, adapter.W_up.weight, adapter.W_up.bias)
+    )
+    z = h.double() @ W_d.T + b_d
+    expected = h.double() + (0.5 * z * (1 + torch.erf(z / 2**0.5))) @ W_u.T + b_u
+    torch.testing.assert_close(adapter(h).double(), expected, rtol=1e-5, atol=1e-5)
+
+
 # ---- verbalizer scores by hand ---------------------------------------------------------------------------------
 def test_causal_verbalizer_scores_are_summed_log_probabilities_of_the_label_tokens():
     base = Transformer(tiny_config(), seed=0).eval()
@@ -403,6 +444,10 @@ def test_masked_verbalizer_scores_each_token_at_its_own_mask_slot():
             torch.testing.assert_close(scores[row, y], expected, rtol=1e-5, atol=1e-5)
 
 
+DRAWN = (".A", ".W_down.weight", ".W_up.weight")
+"""The tensors LoRA and adapters draw from their seed when attached to a base."""
+
+
 # ---- bad settings ------------------------------------------------------------------------------------------------
 def test_bad_tuning_settings_are_clear_errors():
     base = Transformer(tiny_config(), seed=0)
@@ -414,28 +459,32 @@ def test_bad_tuning_settings_are_clear_errors():
         LoRA(LoRASettings(rank=0))
     with pytest.raises(ValueError, match="larger than the model width"):
         TunedModel(base, LoRA(LoRASettings(rank=64)), VerbalizerReadout.from_ids([[10], [11]]))
-    with pytest.raises(ValueError, match="unknown tuning method 'adapters'"):
-        build_method("adapters", base)
+    with pytest.raises(ValueError, match="unknown tuning method 'dora'"):
+        build_method("dora", base)
+    with pytest.raises(ValueError, match="--adapter-size must be a positive integer"):
+        Adapters(AdapterSettings(size=0))
+    with pytest.raises(ValueError, match="--adapter-size 33 is larger than the model width d_model=32"):
+        TunedModel(base, Adapters(AdapterSettings(size=33)), VerbalizerReadout.from_ids([[10], [11]]))
     short = Transformer(tiny_config(max_len=8))
     long_prompt = TunedModel(short, SoftPrompt.for_base(short, PromptSettings(8)), ClassificationHead(32, 2))
     with pytest.raises(ValueError, match="no room for text"):
         long_prompt.encode(None, ["hello"])
 
 
-@pytest.mark.parametrize("method", ["prompt", "prompt-encoder", "prefix", "lora"])
+@pytest.mark.parametrize("method", ["prompt", "prompt-encoder", "prefix", "lora", "adapter"])
 def test_a_method_that_draws_is_reproducible_from_its_seed_and_records_it(method):
     base = Transformer(tiny_config(), seed=0)
 
     def drawn(seed: int) -> torch.Tensor:
         m = build_method(method, base, seed=seed)
-        if method == "lora":
-            m.setup(Transformer(tiny_config(), seed=0))  # A is drawn when the adapters are attached
-            return torch.cat([p.detach().flatten() for n, p in m.named_parameters()] or [torch.zeros(0)])
+        if method in ("lora", "adapter"):  # drawn when the method is attached to the base
+            attached = Transformer(tiny_config(), seed=0)
+            m.setup(attached)
+            return torch.cat([p.detach().flatten() for n, p in attached.named_parameters() if n.endswith(DRAWN)])
         return torch.cat([p.detach().flatten() for p in m.parameters()])
 
     assert build_method(method, base, seed=3).hyperparameters()["seed"] == 3
-    if method != "lora":
-        assert torch.equal(drawn(1), drawn(1)) and not torch.equal(drawn(1), drawn(2))
+    assert torch.equal(drawn(1), drawn(1)) and not torch.equal(drawn(1), drawn(2))
 
 
 # ---- what each method puts where, against its equation -------------------------------------------------------

@@ -38,6 +38,7 @@ ORDER = (
     "bitfit",
     "lora",
     "lora-merge",
+    "adapter",
     "online-softmax",
 )
 """The course: from the tokenizer through the model, its objectives and decoding, to prompting, tuning and the

@@ -4,6 +4,10 @@
     FFN(x)  = GELU(x W_1 + b_1) W_2 + b_2
     block:  x = x + MultiHead(LN_1(x));  x = x + FFN(LN_2(x))
 
+Each sub-layer's output passes through a hook before its residual add, `post_attn` and `post_ffn`: the identity,
+unless a tuning method puts a module there (adapters, minilm/tuning/methods/adapter.py). They hold no parameters,
+so a base's weights and checkpoints are the same with or without them.
+
 Docs: docs/transformer.md.
 """
 
@@ -59,14 +63,18 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-LayerNorm Transformer block: x = x + MultiHead(LN_1(x)); x = x + FFN(LN_2(x))."""
+    """One pre-LayerNorm Transformer block: x = x + MultiHead(LN_1(x)); x = x + FFN(LN_2(x)).
+
+    `post_attn` and `post_ffn` act on each sub-layer's output before the residual add (identity by default)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(config.d_model)
         self.attn = MultiHeadAttention(config)
+        self.post_attn: nn.Module = nn.Identity()
         self.ln_2 = LayerNorm(config.d_model)
         self.ffn = FeedForward(config)
+        self.post_ffn: nn.Module = nn.Identity()
         self.drop = nn.Dropout(config.dropout)
 
     def forward(
@@ -76,5 +84,5 @@ class Block(nn.Module):
         prefix: tuple[Tensor, Tensor] | None = None,
         cache: LayerCache | None = None,
     ) -> Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), key_mask, prefix, cache))
-        return x + self.drop(self.ffn(self.ln_2(x)))
+        x = x + self.drop(self.post_attn(self.attn(self.ln_1(x), key_mask, prefix, cache)))
+        return x + self.drop(self.post_ffn(self.ffn(self.ln_2(x))))

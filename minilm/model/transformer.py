@@ -6,10 +6,11 @@
     logits = LN_f(h_L) E^T                              output projection tied to the token embedding
 
 One model serves both objectives: `config.causal` makes attention causal (autoregressive LM) or
-bidirectional (masked LM). Three hooks let tuning methods plug in without touching this file:
+bidirectional (masked LM). Hooks let tuning methods plug in without touching this file:
 `inputs_embeds` (soft prompts are prepended there), `prefix` (per-layer keys/values that every
-query may attend to: prefix tuning) and `position_offset` (the tokens' positions start later, as
-behind a text whose keys and values a prefix holds).
+query may attend to: prefix tuning), `position_offset` (the tokens' positions start later, as
+behind a text whose keys and values a prefix holds), and each block's `post_attn` / `post_ffn`
+(a module on a sub-layer's output before its residual add: adapters; minilm.model.layers).
 
 Docs: docs/transformer.md.
 """

@@ -1,6 +1,6 @@
 """Layer 4, tuning: a frozen LM adapted by a few parameters, built into minilm's own model; one method per file.
 
-    methods/           prompt tuning, prompt encoder, prefix tuning, layer freezing, BitFit, LoRA, full fine-tuning
+    methods/           prompt tuning, prompt encoder, prefix tuning, freezing, BitFit, LoRA, adapters, full
     registry.py        the methods by name, their settings, default learning rates
     readouts.py        classification head or verbalizer: how a class is read out
     tuned.py           TunedModel: base + method + readout; save/load with the base's hash
@@ -14,6 +14,7 @@ Docs: docs/tuning.md, docs/prompting.md (prompt-based fine-tuning, instruction t
 """
 
 from minilm.tuning.methods import (
+    Adapters,
     BitFit,
     FullFineTuning,
     LayerFreezing,
@@ -33,6 +34,7 @@ from minilm.tuning.tuned import TunedModel, load_tuned, weights_sha256
 __all__ = [
     "DEFAULT_LR",
     "METHODS",
+    "Adapters",
     "BitFit",
     "ClassificationHead",
     "FullFineTuning",

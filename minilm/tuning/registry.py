@@ -55,6 +55,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("freeze", methods.LayerFreezing, 1e-4, "{recipe}-k freezing (k={k})"),
         MethodSpec("bitfit", methods.BitFit, 1e-3, "BitFit"),
         MethodSpec("lora", methods.LoRA, 3e-3, "LoRA (r={rank})"),
+        MethodSpec("adapter", methods.Adapters, 1e-3, "adapters (m={size})"),
         MethodSpec("full", methods.FullFineTuning, 1e-4, "full fine-tuning"),
     )
 }

@@ -91,6 +91,8 @@ class TunedModel(nn.Module):
         self.labels = labels or [str(i) for i in range(readout.n_classes)]
         if len(self.labels) != readout.n_classes:
             raise ValueError(f"{len(self.labels)} labels but the readout scores {readout.n_classes} classes")
+        self.base_parameters = base.num_parameters()
+        """Parameters of the base architecture, counted before the method adds any (LoRA's A, B; adapters)."""
         method.setup(base)
         self.to(base.tok_emb.weight.device)
 
@@ -175,13 +177,6 @@ class TunedModel(nn.Module):
             "tuned": count(self.tuned_state()),
             "readout": count(list(self.readout.parameters())),
         }
-
-    @property
-    def base_parameters(self) -> int:
-        """Parameters of the base architecture (LoRA's adapters excluded)."""
-        return self.base.num_parameters() - sum(
-            p.numel() for n, p in self.base.named_parameters() if n.endswith((".A", ".B"))
-        )
 
     def tuned_state(self) -> dict[str, Tensor]:
         """Inference tensors by name: trainable tensors, with a reparameterised method's output in place of its

@@ -1,11 +1,14 @@
-"""Exercises of prefix tuning's key mask, its start from a text's keys and values, and LoRA's merge.
+"""Exercises of prefix tuning's key mask, its start from a text's keys and values, LoRA's merge, and the adapter.
 
 Docs: docs/course.md (the exercises).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minilm.exercises.exercise import Exercise
@@ -185,6 +188,28 @@ def text_keys_values_written_out(base, ids: Tensor) -> Tensor:
     return _each_layer(base, ids, kv)
 
 
+# ---- adapters -------------------------------------------------------------------------------------------------------
+def adapter_without_its_residual(self, h: Tensor) -> Tensor:
+    """W_up GELU(W_down h + b_down) + b_up alone: h left out, so the adapter starts near zero, not at the identity."""
+    return self.W_up(F.gelu(self.W_down(h)))
+
+
+def adapter_with_relu(self, h: Tensor) -> Tensor:
+    """ReLU in place of the GELU the equation (and the base's feed-forward network) uses."""
+    return h + self.W_up(F.relu(self.W_down(h)))
+
+
+def adapter_activation_after_up(self, h: Tensor) -> Tensor:
+    """The non-linearity after the up-projection: h + GELU(W_up (W_down h + b_down) + b_up)."""
+    return h + F.gelu(self.W_up(self.W_down(h)))
+
+
+def adapter_written_out(self, h: Tensor) -> Tensor:
+    """The same equation with the weights written out and GELU(z) = z Phi(z) = z/2 (1 + erf(z / sqrt 2))."""
+    z = h @ self.W_down.weight.t() + self.W_down.bias
+    return h + (0.5 * z * (1 + torch.erf(z / math.sqrt(2)))) @ self.W_up.weight.t() + self.W_up.bias
+
+
 # ---- LoRA's merge ---------------------------------------------------------------------------------------------------
 def merged_with_alpha(self) -> nn.Linear:
     """W + alpha B A: the update scaled by alpha, not alpha / r."""
@@ -289,5 +314,21 @@ EXERCISES = (
         ),
         mutants=(merged_with_alpha, merged_transposed, merged_without_the_bias),
         alternatives=(merged_by_sum_of_rank_one_terms,),
+    ),
+    Exercise(
+        id="adapter",
+        target="minilm.tuning.methods.adapter:Adapter.forward",
+        docs="docs/tuning.md#adapters-houlsby-et-al-2019",
+        tests=(
+            f"{PATHS}::test_an_adapter_adds_its_bottleneck_update_to_its_input",
+            f"{PATHS}::test_adapters_start_at_the_base_and_train_only_themselves_and_the_layernorms",
+        ),
+        hints=(
+            "self.W_down is nn.Linear(d, m) and self.W_up is nn.Linear(m, d); each already adds its bias.",
+            "The non-linearity sits in the bottleneck, between the two projections: the exact GELU, F.gelu.",
+            "An adapter keeps a residual connection of its own: add h back, so near-zero weights give the identity.",
+        ),
+        mutants=(adapter_without_its_residual, adapter_with_relu, adapter_activation_after_up),
+        alternatives=(adapter_written_out,),
     ),
 )

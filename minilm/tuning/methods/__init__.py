@@ -3,6 +3,7 @@
 Docs: docs/tuning.md.
 """
 
+from minilm.tuning.methods.adapter import Adapter, Adapters, AdapterSettings
 from minilm.tuning.methods.base import NoSettings, Reparameterized, TuningMethod
 from minilm.tuning.methods.bitfit import BitFit
 from minilm.tuning.methods.freeze import FreezeSettings, FullFineTuning, LayerFreezing
@@ -12,6 +13,9 @@ from minilm.tuning.methods.prompt import PromptSettings, SoftPrompt
 from minilm.tuning.methods.prompt_encoder import PromptEncoder, PromptEncoderSettings
 
 __all__ = [
+    "Adapter",
+    "AdapterSettings",
+    "Adapters",
     "BitFit",
     "FreezeSettings",
     "FullFineTuning",
