@@ -154,3 +154,78 @@ def test_instruct_answers_the_first_new_phrasing_instruction_by_default(tmp_path
     argv = instruct(base_run, folder, tmp_path / "n", "--max-steps", "1", "--batch-size", "2", "--eval-examples", "1")
     assert train.main(argv) == 0
     assert "unseen instruction: 'Say the opening word.' input: 'be quick'" in capsys.readouterr().out
+
+
+# ---- parameter-efficient instruction tuning -------------------------------------------------------------------
+PEFT_FLAGS = {
+    "prompt": ["--prompt-len", "4"],
+    "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
+    "prefix": ["--prefix-len", "4", "--prefix-hidden", "16"],
+    "freeze": ["--freeze-last", "1"],
+    "bitfit": [],
+    "lora": ["--lora-rank", "2"],
+    "adapter": ["--adapter-size", "4"],
+}
+
+
+@pytest.mark.parametrize("method", PEFT_FLAGS)
+def test_a_method_instruction_tuned_saves_only_its_tensors_and_generate_answers_with_them(
+    method, tmp_path, base_run, data_dir, capsys
+):
+    """--method M writes a tuned folder (the base's hash, only the tuned tensors); generate --from it gives the same
+    greedy answer as instruct printed, so the answer comes from the base plus the tuned parameters."""
+    from minilm.files import load_tensors
+    from minilm.model import parameter_count
+    from minilm.model.config import ModelConfig
+
+    out = tmp_path / method
+    question = ["--instruction", "Which word comes first?", "--input", "whether tis nobler"]
+    flags = ["--method", method, *PEFT_FLAGS[method], "--max-steps", "3", "--batch-size", "2", "--precision", "fp32"]
+    assert train.main([*instruct(base_run, data_dir, out, *flags), *question]) == 0
+    printed = capsys.readouterr().out
+    answer = next(line for line in printed.splitlines() if line.startswith("answer: "))
+    meta = json.loads((out / "tuned.json").read_text())
+    assert meta["method"] == method and meta["readout"]["kind"] == "lm" and len(meta["base_weights_sha256"]) == 64
+    assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
+    saved = load_tensors(out / "tuned.safetensors", "tuned tensors")
+    numbers = sum(t.numel() for t in saved.values())
+    assert numbers == meta["counts"]["tuned"] < parameter_count(ModelConfig.load(base_run / "config.json"))
+    assert train.main(["generate", "--from", str(out), *question, "--max-new-tokens", "32"]) == 0
+    assert capsys.readouterr().out.strip() == eval(answer.removeprefix("answer: "))  # the repr instruct printed
+
+
+def test_instruct_method_errors_are_one_line(tmp_path, base_run, data_dir, capsys):
+    fails(capsys, instruct(base_run, data_dir, tmp_path / "a", "--method", "dora"), "--method", "'dora'")
+    fails(
+        capsys,
+        instruct(base_run, data_dir, tmp_path / "b", "--method", "prompt", "--lora-rank", "2"),
+        "--lora-rank is not a setting of --method prompt",
+    )
+    fails(
+        capsys,
+        instruct(base_run, data_dir, tmp_path / "c", "--method", "adapter", "--adapter-size", "0"),
+        "--adapter-size",
+        "positive integer",
+    )
+    tuned = tmp_path / "t"
+    fast = ["--max-steps", "1", "--batch-size", "2", "--eval-examples", "1"]
+    assert train.main(instruct(base_run, data_dir, tuned, "--method", "bitfit", *fast)) == 0
+    capsys.readouterr()
+    fails(capsys, instruct(base_run, data_dir, tuned, "--method", "bitfit", *fast), "--overwrite")
+    fails(capsys, instruct(base_run, data_dir, tuned, *fast), "instruction-tuned method")  # full would replace it
+    assert train.main(instruct(base_run, data_dir, tuned, "--method", "bitfit", *fast, "--overwrite")) == 0
+    fails(capsys, ["generate", "--from", str(tuned), "--prompt", "x", "--input", "y"], "--input goes with")
+
+
+def test_a_method_s_instruction_tuning_resumes_where_it_stopped(tmp_path, base_run, data_dir, capsys):
+    out = tmp_path / "lora"
+    common = instruct(
+        base_run, data_dir, out, "--method", "lora", "--lora-rank", "2", "--batch-size", "2", "--eval-every", "2",
+        "--eval-examples", "2", "--precision", "fp32",
+    )  # fmt: skip
+    assert train.main([*common, "--max-steps", "2"]) == 0
+    assert (out / "train_state.pt").is_file() and (out / "last" / "tuned.json").is_file()
+    capsys.readouterr()
+    assert train.main([*common, "--max-steps", "4", "--resume"]) == 0
+    assert "resumed from step 2" in capsys.readouterr().out
+    assert json.loads((out / "last" / "tuned.json").read_text())["step"] == 4

@@ -12,7 +12,8 @@ from minilm.model import complete, fill_mask, generate
 from minilm.model.generate import format_candidates
 from minilm.training import load_run
 from minilm.training.device import DEVICES
-from minilm.tuning.tuned import is_tuned, load_tuned
+from minilm.tuning.instructions import Instruction, answer
+from minilm.tuning.tuned import TunedModel, is_tuned, load_tuned
 
 
 def add_from(p: argparse.ArgumentParser) -> None:
@@ -34,7 +35,14 @@ HELP_FILL_MASK = "predict the [MASK] tokens of a text with a masked model"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "generate", run_generate, HELP_GENERATE)
     add_from(p)
-    p.add_argument("--prompt", required=True, help="text to continue")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="text to continue")
+    what.add_argument(
+        "--instruction",
+        help="an instruction for an instruction-tuned run or tuned folder: answered greedily up to [EOS] in the "
+        "instruct layout (Instruction: ... Input: ... Output:)",
+    )
+    p.add_argument("--input", default="", help="the instruction's input (with --instruction)")
     add_parameter(
         p,
         "--max-new-tokens",
@@ -64,11 +72,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+    if args.input and args.instruction is None:
+        raise ValueError("--input goes with --instruction; to continue a text use --prompt alone")
     if is_tuned(args.folder):  # a tuned model: its base, with the tuned tensors applied
         tuned = load_tuned(args.folder, None, args.device)
-        print(tuned.model.complete(tuned.tokenizer, args.prompt, args.max_new_tokens, **sampling))
+        model, tokenizer = tuned.model, tuned.tokenizer
     else:
         model, tokenizer, _ = load_run(args.folder, args.weights, args.device)
+    if args.instruction is not None:
+        print(answer(model, tokenizer, Instruction(args.instruction, args.input, ""), args.max_new_tokens))
+    elif isinstance(model, TunedModel):
+        print(model.complete(tokenizer, args.prompt, args.max_new_tokens, **sampling))
+    else:
         print(complete(model, tokenizer, args.prompt, args.max_new_tokens, **sampling))
     return 0
 

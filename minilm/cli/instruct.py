@@ -1,4 +1,5 @@
-"""`train.py instruct`: instruction-tune a causal run on {instruction, input, output} JSONL, then answer.
+"""`train.py instruct`: instruction-tune a causal run on {instruction, input, output} JSONL, then answer; every weight
+(--method full) or one tuning method's tensors on the frozen base, with the method flags of `tune`.
 
 Docs: docs/prompting.md (instruction data and the instruct command), docs/cli.md.
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 import argparse
 
 from minilm.cli.flags import add_settings, command, given
+from minilm.cli.tune import add_method_settings
 from minilm.tuning.instruct import DEFAULT_DATA, InstructConfig, instruct
 from minilm.tuning.instructions import Instruction
+from minilm.tuning.tune import APPLIES
 
 HELP = "instruction-tune a causal run on {instruction, input, output} JSONL, then answer"
 
@@ -25,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="where the tuned run goes (default: runs/instruct)")
     add_settings(p.add_argument_group("training"), InstructConfig, skip=("time_budget",))
+    add_method_settings(p.add_argument_group("method settings (as in tune)"))
     p.add_argument(
         "--instruction", help="an instruction to answer at the end (default: one from dev_new_phrasing.jsonl)"
     )
@@ -36,7 +40,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = InstructConfig(**given(args, "base", "data", "out", "instruction", "input"))
+    settings = given(args, "base", "data", "out", "instruction", "input")
+    method_settings = {k: settings.pop(k) for k in list(settings) if k in APPLIES}
     question = Instruction(args.instruction, args.input, "") if args.instruction else None
-    instruct(args.base, args.out, args.data, config, question=question, resume=args.resume, overwrite=args.overwrite)
+    instruct(
+        args.base,
+        args.out,
+        args.data,
+        InstructConfig(**settings),
+        method_settings=method_settings,
+        question=question,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     return 0

@@ -8,7 +8,7 @@ The output tokens (with the final [EOS], so the model learns to stop) are marked
 loss is `objectives.instruction_loss`. When an example is longer than the context only the input is cut:
 the instruction, the prompt's literal text and the whole output are kept. Answers are greedy continuations up to
 [EOS], a batch of prompts at a time (left-padded, so every row's last real token is the last column), always valid
-UTF-8 (minilm.model.utf8).
+UTF-8 (minilm.model.utf8), by a plain run or by a tuned model (its base with the tuned parameters).
 
 Docs: docs/prompting.md (instruction data and the instruct command).
 """
@@ -26,6 +26,7 @@ from minilm.model import Transformer, generate
 from minilm.model.utf8 import Utf8Constraint
 from minilm.prompting import Template
 from minilm.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from minilm.tuning.tuned import TunedModel
 
 PROMPT = Template("Instruction: {instruction}\nInput: {input}\nOutput:")
 FIELDS = ("instruction", "input", "output")
@@ -89,7 +90,7 @@ def instruction_batch(tokenizer: Tokenizer, examples: list[Instruction], max_len
 
 @torch.no_grad()
 def answers(
-    model: Transformer,
+    model: Transformer | TunedModel,
     tokenizer: Tokenizer,
     examples: list[Instruction],
     max_new_tokens: int = 32,
@@ -97,13 +98,17 @@ def answers(
 ) -> list[str]:
     """The model's greedy answers: the text it writes after "Output:" up to [EOS], for each instruction.
 
-    Prompts are cut so that `max_new_tokens` (at most half the context) fit after them; a long input is cut, not
-    the answer's room.
+    A tuned model answers with its base plus the tuned parameters (its soft prompt and prefixes go into the first
+    step and the KV cache). Prompts are cut so that `max_new_tokens` (at most half the context) fit after them and
+    after what the method puts in front (a soft prompt, a prefix's text); a long input is cut, not the answer's room.
     """
-    max_len = model.config.max_len
+    tuned = isinstance(model, TunedModel)
+    base = model.base if tuned else model
+    inputs = model.generation_inputs() if tuned else {}
+    max_len = base.config.max_len - (model.method.prompt_length + model.method.position_offset if tuned else 0)
     budget = max_len - min(max_new_tokens, max_len // 2)
-    device = model.tok_emb.weight.device
-    utf8 = Utf8Constraint.from_tokenizer(tokenizer, model.config.vocab_size)
+    device = base.tok_emb.weight.device
+    utf8 = Utf8Constraint.from_tokenizer(tokenizer, base.config.vocab_size)
     out: list[str] = []
     for start in range(0, len(examples), batch_size):
         prompts = [prompt_ids(tokenizer, e, budget) for e in examples[start : start + batch_size]]
@@ -111,12 +116,13 @@ def answers(
         T = batch["input_ids"].size(1)
         n_new = min(max_new_tokens, max_len - T)
         ids = generate(
-            model,
+            base,
             batch["input_ids"].to(device),
             n_new,
             attention_mask=batch["attention_mask"].to(device),
             temperature=0.0,
             utf8=utf8,
+            **inputs,
         )
         for row in ids[:, T:].tolist():
             if EOS_ID in row:
@@ -125,13 +131,15 @@ def answers(
     return out
 
 
-def answer(model: Transformer, tokenizer: Tokenizer, example: Instruction, max_new_tokens: int = 32) -> str:
+def answer(
+    model: Transformer | TunedModel, tokenizer: Tokenizer, example: Instruction, max_new_tokens: int = 32
+) -> str:
     """The model's greedy answer to one instruction."""
     return answers(model, tokenizer, [example], max_new_tokens)[0]
 
 
 def exact_match(
-    model: Transformer, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32
+    model: Transformer | TunedModel, tokenizer: Tokenizer, examples: list[Instruction], max_new_tokens: int = 32
 ) -> dict[str, float]:
     """Fraction of examples answered exactly (after stripping spaces), overall ("all") and per instruction."""
     hits: dict[str, list[bool]] = {}

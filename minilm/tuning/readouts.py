@@ -1,4 +1,5 @@
-"""Two ways to read a class out of a (tuned) language model: a classification head, or the verbalizer.
+"""Two ways to read a class out of a (tuned) language model, a classification head or the verbalizer, and the
+language model itself for a model tuned to generate.
 
 Classification head (new parameters, d C + C):
     s = W_c h_pool + b_c          h_pool = LN_f(h_L) at [CLS] (masked model) or at the last real token (causal)
@@ -203,13 +204,35 @@ def tuned_logits(model: Scored) -> LogitsAt:
     return logits_at
 
 
-Readout = ClassificationHead | VerbalizerReadout
+class LanguageModelReadout(nn.Module):
+    """No classes: the tuned model is read as a language model, logits = LN_f(h_L) E^T at every token (instruction
+    tuning, generation). It adds no parameters and no tokens."""
+
+    kind = "lm"
+    n_classes = 0
+
+    def extra_tokens(self, causal: bool) -> int:
+        return 0
+
+    def scores(self, model: Scored, ids: Tensor, mask: Tensor) -> Tensor:
+        raise TypeError(
+            "this tuned model was tuned to generate (an instruction-tuned method), not to classify: use "
+            "TunedModel.token_logits or generate"
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n_classes": 0}
+
+
+Readout = ClassificationHead | VerbalizerReadout | LanguageModelReadout
 
 
 def readout_from_metadata(r: dict[str, Any], d_model: int) -> Readout:
     """The readout a tuned.json describes (its trained tensors are loaded afterwards)."""
     if r["kind"] == "head":
         return ClassificationHead(d_model, r["n_classes"])
+    if r["kind"] == LanguageModelReadout.kind:
+        return LanguageModelReadout()
     return VerbalizerReadout.from_metadata(r)
 
 

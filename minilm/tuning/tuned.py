@@ -116,6 +116,12 @@ class TunedModel(nn.Module):
         """h E^T: the base's tied output projection."""
         return F.linear(h, self.base.tok_emb.weight)
 
+    def token_logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """logits = LN_f(h_L) E^T at the text's own positions (B, T, V): the next-token scores after each token, the
+        soft prompt's positions (if any) left out. What instruction tuning trains."""
+        h, _ = self.hidden_states(input_ids, attention_mask)
+        return self.lm_logits(h[:, self.method.prompt_length :])
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Class scores (B, C) for text ids (B, T) with right padding."""
         return self.readout.scores(self, input_ids, attention_mask)
