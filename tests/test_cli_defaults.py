@@ -20,7 +20,7 @@ from minilm.experiments.compare import CompareConfig, default_folder
 from minilm.settings import RUNS
 from minilm.training.optimizer import learning_rate
 from minilm.training.pretrain import pretrain_settings
-from minilm.tuning.instruct import DEFAULT_DATA, DEFAULT_OUT, InstructConfig
+from minilm.tuning.instruct import DEFAULT_DATA, DEFAULT_OUT, FULL_LR, InstructConfig
 from minilm.tuning.methods import FreezeSettings
 from minilm.tuning.readouts import build_readout
 from minilm.tuning.registry import METHODS, settings_from
@@ -116,9 +116,21 @@ def test_instruct_and_compare_print_their_configs_defaults(command, config):
     for dest, text in printed.items():
         if dest == "min_lr" and command == "instruct":
             assert text == "none, the rate stays at --lr after warm-up" and values["min_lr"] is None
-            assert {learning_rate(t, config) for t in range(config.warmup_steps, config.max_steps)} == {config.lr}
+            resolved = dataclasses.replace(config, lr=config.peak_lr())
+            steps = range(config.warmup_steps, config.max_steps)
+            assert {learning_rate(t, resolved) for t in steps} == {resolved.lr}
+        elif dest == "lr" and command == "instruct":  # None: per method, full fine-tuning's own rate first
+            assert values["lr"] is None and text.startswith(f"{FULL_LR:g} for full fine-tuning")
+            assert config.peak_lr() == FULL_LR  # the default method is full
+            for name, spec in METHODS.items():
+                rate = InstructConfig(method=name).peak_lr()
+                assert rate == (FULL_LR if name == "full" else spec.lr) and (
+                    name == "full" or f"{name} {rate:g}" in text
+                )
         elif dest in values:
             assert text == show(values[dest]), dest
+        elif command == "instruct" and dest in APPLIES:  # tune's method flags, whose defaults tune's test checks
+            assert text == printed_defaults("tune")[dest], dest
         elif (command, dest) in DESCRIBED:
             assert text == DESCRIBED[command, dest]
         elif dest == "data":
