@@ -72,6 +72,7 @@ def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys)
     names = [
         "zero-shot",
         "few-shot (1 per label)",
+        "prompt search ([T] x3)",
         "prompt tuning",
         "prompt encoder",
         "prefix tuning",
@@ -84,10 +85,13 @@ def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys)
     for name in names:
         assert f"| {name} |" in table, name
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == (5 if importlib.util.find_spec("sklearn") else 4) + 8  # baselines, prompted, tuned
+    assert len(rows) == (6 if importlib.util.find_spec("sklearn") else 5) + 8  # baselines, prompted, tuned
     tuned = [r for r in rows if r["step_s"] is not None]
     assert all(len(r["dev_accuracy"]) == 1 and len(r["test_accuracy"]) == 1 and r["peak_mib"] > 0 for r in tuned)
     assert {r["readout"] for r in tuned} == {"verbalizer"}  # the protocol's readout; --readouts adds the head
+    search = next(r for r in rows if r["method"] == "prompt search ([T] x3)")
+    assert search["kind"] == "prompted" and search["trainable"] == 0 and search["step_s"] is None
+    assert len(search["dev_accuracy"]) == len(search["test_accuracy"]) == 1 and search["base"] == tuned[0]["base"]
     full = next(r for r in rows if r["method"] == "full fine-tuning")
     prompt = next(r for r in rows if r["method"] == "prompt tuning")
     prefix = next(r for r in rows if r["method"] == "prefix tuning")
@@ -133,6 +137,7 @@ def test_quick_compare_lists_baselines_then_prompted_then_tuned_rows_in_order(tm
         ("zero-shot", "prompted"),
         ("calibrated zero-shot", "prompted"),
         ("few-shot (1 per label)", "prompted"),
+        ("prompt search ([T] x3)", "prompted"),
         ("BitFit", "tuned"),
     ]
     table = (out / "results.md").read_text().splitlines()

@@ -26,6 +26,7 @@ from minilm.cli import (
     instruct,
     plot,
     pretrain,
+    prompt_search,
     sweep,
     tune,
 )
@@ -39,6 +40,7 @@ COMMANDS = (
     attention,
     tune,
     classify,
+    prompt_search,
     compare,
     sweep,
     instruct,
@@ -60,6 +62,7 @@ tune it for a task and classify.
     torchrun --nproc_per_node=2 train.py pretrain     # data parallel (gloo on CPU, NCCL on CUDA)
     python train.py tune --base runs/causal --method prompt --task TASK_DIR     # tune for a classification task
     python train.py classify --from runs/tune-TASK-prompt --text "..."          # or --task TASK_DIR --split dev
+    python train.py prompt-search --base runs/causal --task TASK_DIR     # trigger tokens by the gradient (AutoPrompt)
     python train.py instruct --base runs/causal      # instruction tuning, then an answer to an unseen instruction
     python train.py compare --base RUN_DIR --task TASK_DIR                      # every method side by side
     python train.py export --from runs/causal --to runs/causal-hf               # a GPT-2 folder transformers loads

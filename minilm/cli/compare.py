@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="where results.md and results.json go (default: runs/compare-<task>)")
     add_settings(p, CompareConfig)
-    p.add_argument("--quick", action="store_true", help="a smoke run: one seed, 4 steps, 32 dev examples (for tests)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: one seed, 4 steps, 2 search iterations, 32 dev examples (for tests)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier compare in --out")
 
 

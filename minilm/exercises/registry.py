@@ -39,6 +39,7 @@ ORDER = (
     "lora",
     "lora-merge",
     "adapter",
+    "prompt-candidates",
     "online-softmax",
 )
 """The course: from the tokenizer through the model, its objectives and decoding, to prompting, tuning and the

@@ -5,6 +5,7 @@
     zero-shot             template + verbalizer, no training
     calibrated zero-shot  zero-shot divided by the scores of the content-free input "N/A" (Zhao et al. 2021)
     few-shot              k demonstrations per label in front of the query (a new draw of demonstrations per seed)
+    prompt search         the template with [T] trigger tokens after {text}, searched on train (AutoPrompt), per seed
     tuned                 prompt tuning, prompt encoder, prefix tuning, first-k freezing, BitFit, LoRA, full
                           fine-tuning, each read out by the template's label words (PET-style) and by a head
 
@@ -41,6 +42,7 @@ from minilm.files import atomic_write
 from minilm.model import Transformer
 from minilm.outputs import OutputKind, check_output, claim_output
 from minilm.prompting import (
+    DEFAULT_TEMPLATES,
     Template,
     Verbalizer,
     base_logits,
@@ -57,13 +59,13 @@ from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.loop import LoopConfig
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.metrics import classification_report
+from minilm.tuning.prompt_search import SearchConfig, TriggerEmbeddings, search_prompt, with_triggers
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
 from minilm.tuning.tasks import Example, Task, load_task
-from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate
+from minilm.tuning.trainer import TuneConfig, TuneTrainer, evaluate, predict
 from minilm.tuning.tuned import TUNE, TunedModel
 
-DEFAULT_TEMPLATES = {True: "{text} It was", False: "{text} It was [MASK]."}
 COMPARE = OutputKind(
     "compare", "a comparison", ("results.md", "results.json"), resumable=False, legacy=("results.md", "results.json")
 )
@@ -97,6 +99,11 @@ class CompareConfig:
         choices=READOUTS,
     )
     methods: tuple[str, ...] = setting(tuple(METHODS), "tuned methods to run", choices=tuple(METHODS))
+    search_iterations: int = setting(
+        SearchConfig.iterations,
+        "prompt search: iterations per seed, each updating one [T] trigger token; 0 = no prompt-search row",
+        check="non_negative",
+    )
     template: str | None = setting(
         None,
         f'default: the task.json template, else "{DEFAULT_TEMPLATES[True]}" (causal) or '
@@ -121,6 +128,7 @@ QUICK = {
     "patience": 0,
     "batch_size": 4,
     "shots": 1,
+    "search_iterations": 2,
     "max_eval_examples": 32,
 }
 """--quick: a smoke run of every row in seconds (what the tests run)."""
@@ -244,6 +252,39 @@ def step_memory_mib(model: TunedModel, tokenizer: Tokenizer, task: Task, config:
     return (persistent + peak_bytes(step, device)) / 2**20
 
 
+def prompt_search_row(
+    load_base: Callable[[], Transformer],
+    tokenizer: Tokenizer,
+    task: Task,
+    template: str,
+    config: CompareConfig,
+    dev: list[Example],
+    test: list[Example],
+    log: Callable[[str], None] = print,
+) -> Row:
+    """The "prompt search" row: per seed, the triggers of the template with [T] x n put after {text}, searched on
+    train with SearchConfig's defaults and `config.search_iterations`, then the found prompt scored on dev (and
+    test). Nothing trains: the row counts 0 trainable numbers."""
+    n = SearchConfig.triggers
+    search_template = with_triggers(template, n)
+    row = Row(f"prompt search ([T] x{n})", "verbalizer", 0, load_base().num_parameters(), "prompted")
+    for seed in config.seeds:
+        base = load_base()
+        search = SearchConfig(iterations=config.search_iterations, seed=seed, device=config.device)
+        start = time.perf_counter()
+        result = search_prompt(base, tokenizer, task, search_template, search, log=lambda _: None)
+        model = TunedModel(base, TriggerEmbeddings(), result.readout(), task.labels)
+        for split, examples in (("dev", dev), ("test", test)):
+            if examples:
+                predicted = predict(model, tokenizer, [e.text for e in examples]).argmax(dim=-1).tolist()
+                record(row, split, predicted, examples, task.labels)
+        log(
+            f"prompt search / seed {seed}: found {result.found_template!r}, dev accuracy {row.dev_accuracy[-1]:.3f}, "
+            f"{config.search_iterations} iterations, {time.perf_counter() - start:.0f} s"
+        )
+    return row
+
+
 def compare(
     load_base: Callable[[], Transformer],
     tokenizer: Tokenizer,
@@ -305,6 +346,8 @@ def compare(
         return few_shot_prefixes(tokenizer, Template(template), demos, values, longest, causal, max_len)
 
     rows += prompted(f"few-shot ({config.shots} per label)", few_shot, config.seeds)
+    if config.search_iterations:
+        rows.append(prompt_search_row(load_base, tokenizer, task, template, config, dev, test or [], log))
 
     for method, spec in METHODS.items():  # each with its default settings, as the command line tunes it
         if method not in config.methods:

@@ -5,10 +5,11 @@ Docs: docs/prompting.md.
 
 from minilm.prompting.calibration import calibrate
 from minilm.prompting.few_shot import demonstration, few_shot_demonstrations, few_shot_prefixes
-from minilm.prompting.template import Rendered, Template
+from minilm.prompting.template import DEFAULT_TEMPLATES, Rendered, Template
 from minilm.prompting.verbalizer import LogitsAt, Verbalizer, base_logits, label_scores, verbalizer_scores, word_scores
 
 __all__ = [
+    "DEFAULT_TEMPLATES",
     "LogitsAt",
     "Rendered",
     "Template",

@@ -20,6 +20,9 @@ from minilm.tokenizer import CLS_ID, MASK_ID, SEP_ID, Tokenizer
 
 SLOT = "[MASK]"
 FIELD = re.compile(r"\{(\w+)\}")
+DEFAULT_TEMPLATES = {True: "{text} It was", False: "{text} It was [MASK]."}
+"""The template when neither the command line nor the task.json gives one, by `causal`: the answer follows the end
+(causal), or sits at [MASK] (masked)."""
 
 
 @dataclass(frozen=True)

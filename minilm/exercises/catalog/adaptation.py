@@ -1,6 +1,6 @@
 """Exercises of the blocks, the prompting and tuning methods, and the FlashAttention recurrence: the heads, the
 feed-forward network, the KV cache, the soft prompt, the prefix MLP, BitFit, a label word's score, contextual
-calibration and the online softmax.
+calibration, a prompt search's first-order candidates and the online softmax.
 
 Each mutant is a typical mistake (its docstring's first line says which); each alternative is a correct solution
 written differently from the library's. tests/test_exercises.py checks that the tests reject every mutant and pass
@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minilm.exercises.exercise import Exercise
-from minilm.tokenizer import MASK_ID
+from minilm.tokenizer import MASK_ID, NUM_SPECIAL_TOKENS
 
 ATTENTION = "tests/test_attention.py"
 MODEL = "tests/test_model.py"
 PATHS = "tests/test_tuning_paths.py"
 PROMPTING = "tests/test_prompting.py"
 ONLINE = "tests/test_online_softmax.py"
+SEARCH = "tests/test_prompt_search.py"
 
 
 # ---- split and merge the heads --------------------------------------------------------------------------------------
@@ -301,6 +302,32 @@ def calibrate_in_probabilities(scores: Tensor, content_free_scores: Tensor) -> T
     return torch.log(ratio / ratio.sum(dim=-1, keepdim=True)).to(scores.dtype)
 
 
+# ---- prompt search: the first-order candidates ---------------------------------------------------------------------
+def candidates_sign_flipped(E: Tensor, g: Tensor, k: int) -> Tensor:
+    """The largest +e_w . g: the tokens the first-order estimate says raise the loss most."""
+    scores = E @ g
+    scores[:NUM_SPECIAL_TOKENS] = float("-inf")
+    return scores.topk(min(k, E.size(0) - NUM_SPECIAL_TOKENS)).indices
+
+
+def candidates_with_special_tokens(E: Tensor, g: Tensor, k: int) -> Tensor:
+    """The special tokens ([PAD], [MASK], ...) left among the candidates."""
+    return (-(E @ g)).topk(min(k, E.size(0))).indices
+
+
+def candidates_by_cosine(E: Tensor, g: Tensor, k: int) -> Tensor:
+    """The cosine -e_w . g / |e_w| instead of the dot product: the estimate of the loss change needs e_w's length."""
+    scores = -(E @ g) / E.norm(dim=-1)
+    scores[:NUM_SPECIAL_TOKENS] = float("-inf")
+    return scores.topk(min(k, E.size(0) - NUM_SPECIAL_TOKENS)).indices
+
+
+def candidates_by_sorting(E: Tensor, g: Tensor, k: int) -> Tensor:
+    """Every token's first-order estimate e_w . g sorted from the lowest, the special tokens then filtered out."""
+    order = torch.argsort(E @ g)
+    return order[order >= NUM_SPECIAL_TOKENS][:k]
+
+
 # ---- online softmax -------------------------------------------------------------------------------------------------
 def online_softmax_terms(q: Tensor, k: Tensor, mask: Tensor | None, start: int, block: int) -> Tensor:
     S = q @ k[..., start : start + block, :].transpose(-2, -1) / math.sqrt(q.size(-1))
@@ -521,6 +548,24 @@ EXERCISES = (
         ),
         mutants=(calibrate_without_renormalising, calibrate_multiplying, calibrate_over_the_examples),
         alternatives=(calibrate_in_probabilities,),
+    ),
+    Exercise(
+        id="prompt-candidates",
+        target="minilm.tuning.prompt_search:top_candidates",
+        docs="docs/prompting.md#automatic-prompt-search-autoprompt",
+        tests=(
+            f"{SEARCH}::test_candidates_are_the_top_k_of_minus_E_g_and_never_a_special_token",
+            f"{SEARCH}::test_the_first_order_ranking_equals_a_hand_computation_through_inputs_embeds[causal]",
+            f"{SEARCH}::test_the_first_order_ranking_equals_a_hand_computation_through_inputs_embeds[masked]",
+        ),
+        hints=(
+            "L(w) - L(t) ~ (e_w - e_t) . g, and e_t . g is the same for every w: rank the tokens by -(E g)_w.",
+            "E g is one matrix-vector product, (V, d) @ (d,) -> (V,); the best candidates have the largest -E g.",
+            "The ids below NUM_SPECIAL_TOKENS are [PAD], [MASK], ...: give them -inf before taking topk(k).",
+        ),
+        mutants=(candidates_sign_flipped, candidates_with_special_tokens, candidates_by_cosine),
+        alternatives=(candidates_by_sorting,),
+        imports="\nfrom minilm.tokenizer import NUM_SPECIAL_TOKENS\n",
     ),
     Exercise(
         id="online-softmax",
