@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import fails, pretrain_tiny, train
+from test_cli_tune import METHOD_FLAGS
 
 
 def instruct(base: Path, data: Path, out: Path, *flags: str) -> list[str]:
@@ -157,15 +158,8 @@ def test_instruct_answers_the_first_new_phrasing_instruction_by_default(tmp_path
 
 
 # ---- parameter-efficient instruction tuning -------------------------------------------------------------------
-PEFT_FLAGS = {
-    "prompt": ["--prompt-len", "4"],
-    "prompt-encoder": ["--prompt-len", "4", "--encoder-hidden", "16"],
-    "prefix": ["--prefix-len", "4", "--prefix-hidden", "16"],
-    "freeze": ["--freeze-last", "1"],
-    "bitfit": [],
-    "lora": ["--lora-rank", "2"],
-    "adapter": ["--adapter-size", "4"],
-}
+PEFT_FLAGS = {method: flags for method, flags in METHOD_FLAGS.items() if method != "full"}
+"""Small settings for every method but full fine-tuning (whose instruct output is a run directory)."""
 
 
 @pytest.mark.parametrize("method", PEFT_FLAGS)

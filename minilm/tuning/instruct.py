@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from minilm.files import atomic_write, load_weights
-from minilm.model import Transformer
+from minilm.model import ModelConfig, Transformer
 from minilm.outputs import OutputKind, check_output, claim_output
 from minilm.settings import PROJECT, RUNS, override, setting
 from minilm.tokenizer import Tokenizer
@@ -102,18 +102,32 @@ class InstructConfig(LoopConfig):
         return FULL_LR if self.method == "full" else method_spec(self.method).lr
 
 
+def check_causal(config: ModelConfig) -> None:
+    if not config.causal:
+        raise ValueError("instruction tuning needs a causal model; this one is masked (bidirectional)")
+
+
 class InstructionSteps:
     """The step and the evaluation every instruction loop shares: a batch's L_LM + alpha L_align through
     `logits`, and the dev exact match of greedy answers."""
 
+    metric = "exact_match"
+    higher_is_better = True
+    args_file = ARGS_FILE
     config: InstructConfig
-    tokenizer: Tokenizer
-    train_set: list[Instruction]
-    dev_set: list[Instruction]
-    data_generator: torch.Generator
     model: Any
     device: torch.device
-    max_len: int
+
+    def use_data(
+        self, tokenizer: Tokenizer, train: list[Instruction], dev: list[Instruction], max_len: int, resume: bool
+    ) -> None:
+        """The instructions, the room a sequence has (`max_len` tokens), the seeded data position; then the saved
+        state when resuming."""
+        self.tokenizer, self.train_set, self.dev_set = tokenizer, train, dev[: self.config.eval_examples]
+        self.max_len = max_len
+        self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        if resume:
+            self.load_checkpoint()  # type: ignore[attr-defined]
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Next-token logits (B, T, V) at the batch's token positions."""
@@ -150,9 +164,6 @@ class InstructTrainer(InstructionSteps, RunLoop):
     a run directory."""
 
     kind = "instruct"
-    metric = "exact_match"
-    higher_is_better = True
-    args_file = ARGS_FILE
 
     def __init__(
         self,
@@ -165,15 +176,9 @@ class InstructTrainer(InstructionSteps, RunLoop):
         resume: bool = False,
         log: Callable[[str], None] = print,
     ) -> None:
-        if not model.config.causal:
-            raise ValueError("instruction tuning needs a causal model; this one is masked (bidirectional)")
-        config = InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()})
-        super().__init__(model, config, out_dir, log)
-        self.tokenizer, self.train_set, self.dev_set = tokenizer, train, dev[: config.eval_examples]
-        self.max_len = model.config.max_len
-        self.data_generator = torch.Generator().manual_seed(config.seed)
-        if resume:
-            self.load_checkpoint()
+        check_causal(model.config)
+        super().__init__(model, InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()}), out_dir, log)
+        self.use_data(tokenizer, train, dev, model.config.max_len, resume)
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model(input_ids, attention_mask=attention_mask)
@@ -184,9 +189,6 @@ class InstructTuner(InstructionSteps, TunedLoop):
     the best by dev exact match is saved as a tuned folder."""
 
     kind = "instruct-tune"
-    metric = "exact_match"
-    higher_is_better = True
-    args_file = ARGS_FILE
 
     def __init__(
         self,
@@ -200,17 +202,12 @@ class InstructTuner(InstructionSteps, TunedLoop):
         log: Callable[[str], None] = print,
         extra_metadata: dict[str, Any] | None = None,
     ) -> None:
-        if not model.base.config.causal:
-            raise ValueError("instruction tuning needs a causal model; this one is masked (bidirectional)")
-        config = InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()})
+        check_causal(model.base.config)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(model, config, out_dir, log)
-        self.tokenizer, self.train_set, self.dev_set = tokenizer, train, dev[: config.eval_examples]
+        super().__init__(model, InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()}), out_dir, log)
         self.extra = extra_metadata or {}
-        self.max_len = model.max_text_tokens()  # the soft prompt's (or a prefix text's) positions come first
-        self.data_generator = torch.Generator().manual_seed(config.seed)
-        if resume:
-            self.load_checkpoint()
+        # the room a sequence has: the soft prompt's (or a prefix text's) positions come first
+        self.use_data(tokenizer, train, dev, model.max_text_tokens(), resume)
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model.token_logits(input_ids, attention_mask)
