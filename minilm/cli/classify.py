@@ -12,7 +12,7 @@ from minilm.cli.flags import add_parameter, command
 from minilm.training.device import DEVICES
 from minilm.tuning.classify import classify_texts, report_split
 from minilm.tuning.metrics import format_report
-from minilm.tuning.tuned import load_tuned
+from minilm.tuning.prompt_search import load_classifier
 
 HELP = "classify texts, or evaluate a task split, with a tuned model"
 DESCRIPTION = "Classify texts with a model written by `tune`, or score it on a split of a task folder."
@@ -35,11 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "classify wrote it (default: DIR/eval-<split>.json)",
     )
     add_parameter(p, "--batch-size", report_split, "batch_size", "texts per forward pass", check="positive")
-    add_parameter(p, "--device", load_tuned, "device", "auto = cuda when available", choices=list(DEVICES))
+    add_parameter(p, "--device", load_classifier, "device", "auto = cuda when available", choices=list(DEVICES))
 
 
 def run(args: argparse.Namespace) -> int:
-    tuned = load_tuned(args.tuned, args.base, args.device)
+    tuned = load_classifier(args.tuned, args.base, args.device)
     labels = tuned.model.labels
     if args.text is not None:
         for text, p in zip(args.text, classify_texts(tuned, args.text, args.batch_size)):

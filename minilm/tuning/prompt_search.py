@@ -14,7 +14,7 @@ there, so autograd gives g_j wherever trigger j lands in each row. The base is i
 changes, only token ids do.
 
 A found prompt is a plain `VerbalizerReadout` with the trigger ids in its token sections, so scoring it is exactly
-the tuned verbalizer path; `load_tuned` reads the folder `prompt-search` writes (prompt.json, search.jsonl) as a
+the tuned verbalizer path; `load_classifier` reads the folder `prompt-search` writes (prompt.json, search.jsonl) as a
 tuned model whose method has no parameters, which `classify` and `compare` take like any other.
 
 Docs: docs/prompting.md (automatic prompt search), docs/cli.md (the prompt-search folder).
@@ -49,7 +49,7 @@ from minilm.tuning.methods.base import TuningMethod
 from minilm.tuning.readouts import VerbalizerReadout
 from minilm.tuning.tasks import Example, Task, load_task
 from minilm.tuning.trainer import evaluate
-from minilm.tuning.tuned import TUNE, TunedModel, TunedRun, weights_sha256
+from minilm.tuning.tuned import TUNE, TunedModel, TunedRun, load_tuned, weights_sha256
 
 TRIGGER = "[T]"
 MARK = re.compile(r" ?\[T\]")
@@ -474,3 +474,8 @@ def load_search(folder: str | os.PathLike[str], base_run: str | None = None, dev
     readout = VerbalizerReadout.from_metadata(meta["readout"])
     model = TunedModel(base, TriggerEmbeddings(), readout, meta["labels"], base_sha256=actual)
     return TunedRun(model.eval(), tokenizer, str(run))
+
+
+def load_classifier(folder: str | os.PathLike[str], base_run: str | None = None, device: str = "auto") -> TunedRun:
+    """What `classify --from` reads: a searched prompt (`load_search`) or a tuned model folder (`load_tuned`)."""
+    return load_search(folder, base_run, device) if is_search(folder) else load_tuned(folder, base_run, device)

@@ -293,18 +293,13 @@ class TunedRun:
 
 
 def load_tuned(folder: str | os.PathLike[str], base_run: str | None = None, device: str = "auto") -> TunedRun:
-    """A TunedModel from its folder, on the base run recorded in tuned.json (or `base_run`), in eval mode; a folder
-    written by `prompt-search` is read by `minilm.tuning.prompt_search.load_search`."""
+    """A TunedModel from its folder, on the base run recorded in tuned.json (or `base_run`), in eval mode."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"tuned model folder {folder} does not exist: tune one with "
             f"`python train.py tune --base RUN_DIR --method prompt --task TASK_DIR --out {folder}`"
         )
-    from minilm.tuning.prompt_search import is_search, load_search  # that module builds on this one
-
-    if is_search(folder):  # a prompt found by `prompt-search`: a tuned model without parameters
-        return load_search(folder, base_run, device)
     meta = read_metadata(folder)
     run = base_run or meta.get("base_run")
     if not run:
