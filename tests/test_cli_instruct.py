@@ -180,6 +180,9 @@ def test_a_method_instruction_tuned_saves_only_its_tensors_and_generate_answers_
     answer = next(line for line in printed.splitlines() if line.startswith("answer: "))
     meta = json.loads((out / "tuned.json").read_text())
     assert meta["method"] == method and meta["readout"]["kind"] == "lm" and len(meta["base_weights_sha256"]) == 64
+    # instructions have no label words and no prefix text: the inits that stand for them are stored as what they meant
+    expected_init = {"prompt": "vocab", "prompt-encoder": "vocab", "prefix": "random"}.get(method)
+    assert meta["hyperparameters"].get("init") == expected_init
     assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
     saved = load_tensors(out / "tuned.safetensors", "tuned tensors")
     numbers = sum(t.numel() for t in saved.values())

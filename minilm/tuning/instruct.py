@@ -42,7 +42,7 @@ from minilm.training.run import BEST_WEIGHTS, INSTRUCT, PRETRAIN, RunLoop, load_
 from minilm.tuning.instructions import Instruction, answer, exact_match, instruction_batch, load_instructions
 from minilm.tuning.methods.base import count
 from minilm.tuning.readouts import LanguageModelReadout
-from minilm.tuning.registry import METHODS, method_spec, setting_keys, settings_from
+from minilm.tuning.registry import METHODS, method_spec, setting_keys, settings_from, with_task_words
 from minilm.tuning.tuned import LAST_DIR, META_FILE, REPARAM_FILE, TUNED_FILE, TunedModel
 from minilm.tuning.tuned_loop import TunedLoop
 
@@ -252,7 +252,7 @@ def instruct(
                 else ""
             )
         )
-    settings = settings_from(spec, given)
+    settings = with_task_words(settings_from(spec, given), None)  # no label words: labels -> vocab, task -> random
     full = spec.name == "full"
     data, folder = Path(data), Path(out) if out else DEFAULT_OUT
     for name in ("train.jsonl", "dev.jsonl"):
