@@ -50,7 +50,7 @@ def add_method_settings(group: argparse._ArgumentGroup) -> None:
             continue
         for f in dataclasses.fields(spec.settings):
             key = setting_key(f)
-            if key not in done:
+            if key not in done and f.metadata["cli"]:  # a field the command line does not set has no flag
                 done.add(key)
                 add_field(group, f, dest=key, help=f"{', '.join(APPLIES[key])}: {f.metadata['help']}")
 

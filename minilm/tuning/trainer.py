@@ -6,6 +6,8 @@ Only `TunedModel.trainable()` reaches the optimiser, so a frozen parameter canno
 no weight decay, no optimiser state: what makes prompt and prefix tuning cheap in memory). After every
 evaluation the best model (by dev macro-F1) is saved in OUT/, the current one with the optimiser in
 OUT/last/ and OUT/train_state.pt, so `resume=True` continues bitwise where an interrupted run stopped.
+With `train_per_label` k > 0 the run sees a small labelled budget instead of the whole train split: k examples of
+every label, drawn with the run's seed (`per_label_sample`).
 
 Docs: docs/tuning.md (the only-trainable-parameters rule; the tuning loop).
 """
@@ -66,10 +68,21 @@ class TuneConfig(LoopConfig):
         LoopConfig, "patience", 3, help="stop after this many evaluations without a better dev macro-F1; 0 = never"
     )
     seed: int = override(LoopConfig, "seed", 0, help="seed of the new parameters and the data order")
+    train_per_label: int = setting(
+        0,
+        "a small labelled budget: train on K examples of every label, drawn from the train split with --seed; "
+        "0 = the whole split",
+        check="non_negative",
+        metavar="K",
+    )
 
     def sized(self) -> bool:
         """A step count, a time budget, or passes over the train split (which `for_task` turns into steps)."""
         return super().sized() or self.epochs is not None
+
+    def train_examples(self, task: Task) -> list[Example]:
+        """The examples the run trains on: the train split, or its `per_label_sample` of train_per_label per label."""
+        return per_label_sample(task.split("train"), self.train_per_label, self.seed, task.labels)
 
     def for_method(self, method: str) -> TuneConfig:
         """This config with lr filled in: the method's default when none was given."""
@@ -81,6 +94,30 @@ class TuneConfig(LoopConfig):
         if self.max_steps is not None or self.time_budget is not None:
             return self
         return type(self)(**{**self.to_dict(), "max_steps": steps_for_epochs(self.epochs, n_train, self.batch_size)})
+
+
+def per_label_sample(examples: list[Example], k: int, seed: int, labels: list[str] | None = None) -> list[Example]:
+    """D_k = the first k of a seeded permutation of {(x, y) in D : y = c}, for every label c: k per label, in the
+    split's order; k = 0: all of D. Drawn with its own generator, so one seed gives one sample everywhere.
+
+    labels: the task's label names, for the error when a label has fewer than k examples.
+    """
+    if k == 0:
+        return list(examples)
+    generator = torch.Generator().manual_seed(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_label.setdefault(e.label, []).append(i)
+    chosen = []
+    for label in range(len(labels)) if labels else sorted(by_label):
+        rows = by_label.get(label, [])
+        if len(rows) < k:
+            name = labels[label] if labels else str(label)
+            raise ValueError(
+                f"--train-per-label {k}: label {name!r} has only {len(rows)} train examples; give {len(rows)} or fewer"
+            )
+        chosen += [rows[i] for i in torch.randperm(len(rows), generator=generator)[:k].tolist()]
+    return [examples[i] for i in sorted(chosen)]
 
 
 def steps_for_epochs(epochs: float, n_examples: int, batch_size: int) -> int:
@@ -131,12 +168,12 @@ class TuneTrainer(Loop):
         log: Callable[[str], None] = print,
         extra_metadata: dict[str, Any] | None = None,
     ) -> None:
-        config = config.for_method(model.method.name).for_task(len(task.split("train")))
+        self.train_examples, self.dev_examples = config.train_examples(task), task.split("dev")
+        config = config.for_method(model.method.name).for_task(len(self.train_examples))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(model, config, out_dir, log)
         self.tokenizer, self.task, self.extra = tokenizer, task, extra_metadata or {}
         self.model.base.gradient_checkpointing = config.gradient_checkpointing
-        self.train_examples, self.dev_examples = task.split("train"), task.split("dev")
         if config.max_eval_examples:
             self.dev_examples = self.dev_examples[: config.max_eval_examples]
         self.generator = torch.Generator().manual_seed(config.seed)

@@ -27,6 +27,8 @@ from minilm.training.budget import run_length
 from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.methods import FreezeSettings
+from minilm.tuning.methods.base import PRETRAINED, pretrained_folder
+from minilm.tuning.pretrained import LENGTH_SETTING, init_flag, pretrained_start
 from minilm.tuning.readouts import READOUTS, Readout, build_readout
 from minilm.tuning.registry import (
     METHODS,
@@ -98,7 +100,18 @@ for _spec in METHODS.values():
     for _key, _flag in zip(setting_keys(_spec), setting_flags(_spec)):
         APPLIES.setdefault(_key, []).append(_spec.name)
         FLAGS[_key] = _flag
-FIXED_FOR_A_TUNE = ("base", "weights", "task", "method", "readout", "label_words", "template", "seed", *APPLIES)
+FIXED_FOR_A_TUNE = (
+    "base",
+    "weights",
+    "task",
+    "method",
+    "readout",
+    "label_words",
+    "template",
+    "seed",
+    "train_per_label",
+    *APPLIES,
+)
 """What a resumed tune must keep."""
 
 
@@ -112,6 +125,9 @@ def tune_settings(given: dict[str, Any], resume: bool = False) -> tuple[dict[str
     for key in ("base", "task"):  # kept absolute, so --resume and classify work from any folder
         if given.get(key):
             given[key] = str(Path(given[key]).resolve())
+    for key in ("init", "prefix_init"):  # a pre-trained start's folder too
+        if pretrained_folder(given.get(key)):
+            given[key] = PRETRAINED + str(Path(pretrained_folder(given[key])).resolve())
     if not resume:
         missing = [f"--{k}" for k in ("base", "method", "task") if not given.get(k)]
         if missing:
@@ -218,12 +234,13 @@ def tune(
     spec = method_spec(s["method"])
     settings = settings_from(spec, s)
     base_dir = Path(s["base"])
+    source = pretrained_folder(getattr(settings, "init", None))
     check_output(
         out,
         TUNE,
         resume=resume,
         overwrite=overwrite,
-        reads=[("--base", base_dir), ("--task", s["task"])],
+        reads=[("--base", base_dir), ("--task", s["task"]), *([(init_flag(settings), source)] if source else [])],
         known=[PRETRAIN, INSTRUCT],
     )
     if resume and not (out / "train_state.pt").is_file():
@@ -233,20 +250,24 @@ def tune(
         )
     device = resolve_device(s["device"])
     task = load_task(s["task"])
-    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device}).for_task(len(task.split("train")))
-    s["max_steps"] = config.max_steps  # epochs as steps, for the log line and tune_args.json
+    config = TuneConfig(**{**{k: s[k] for k in LOOP_SETTINGS}, "device": device})
     train_split, dev_split = (
-        task.split("train"),
+        config.train_examples(task),
         task.split("dev"),
-    )  # a missing dev split is an error now, not after setup
+    )  # a missing dev split (or a label with fewer than --train-per-label examples) is an error now, not after setup
+    config = config.for_task(len(train_split))
+    s["max_steps"] = config.max_steps  # epochs as steps, for the log line and tune_args.json
     base, tokenizer, _ = load_run(str(base_dir), s["weights"], device)
     c = base.config
     readout, words = build_readout(task, tokenizer, c.d_model, s["readout"], s["label_words"], s["template"], s["seed"])
     s["readout"], s["label_words"] = readout.kind, words
-    check_fits(spec, settings, c, readout)
     known_words = words or ([task.label_words[label] for label in task.labels] if task.label_words else None)
     resolved = with_task_words(settings, known_words, task.prefix_text)
-    method = spec.method.for_base(base, resolved, seed=s["seed"], tokenizer=tokenizer)
+    resolved, start = pretrained_start(
+        spec.name, resolved, base, given_length=given.get(LENGTH_SETTING.get(spec.name, ""))
+    )  # P_0 = P*_source for a pretrained:DIR init (its length and offset in the settings), else None
+    check_fits(spec, resolved, c, readout)
+    method = spec.method.for_base(base, resolved, seed=s["seed"], tokenizer=tokenizer, start=start)
     model = TunedModel(base, method, readout, task.labels)
     if resume and (out / LAST_DIR / META_FILE).is_file():
         if read_metadata(out / LAST_DIR).get("base_weights_sha256") != model.base_sha256:
@@ -265,6 +286,11 @@ def tune(
         f"task {task.name}: labels {', '.join(task.labels)} | {describe_split(task, 'train')} | "
         f"{describe_split(task, 'dev')}{test_note}"
     )
+    if config.train_per_label:
+        log(
+            f"labelled budget: {config.train_per_label} train examples per label, drawn with seed {s['seed']}: "
+            f"{len(train_split):,} of the {len(task.split('train')):,}"
+        )
     if words:
         log(
             "readout: verbalizer, the LM scores "

@@ -231,11 +231,13 @@ class TunedModel(nn.Module):
                 "load it onto the base run it was tuned from"
             )
         hp = dict(meta["hyperparameters"])
-        from_text = str(hp.get("init", "")).startswith("text:")
-        if from_text:  # the saved tensors replace the start anyway: no tokenizer needed to rebuild it
+        # the saved tensors replace the start anyway: rebuilding it needs no tokenizer (text:), nor the source folder
+        # of a pre-trained prompt (pretrained:DIR)
+        given_start = str(hp.get("init", "")).startswith(("text:", "pretrained:"))
+        if given_start:
             hp["init"] = "random"
         method = build_method(meta["method"], base, **hp)
-        if from_text:
+        if given_start:
             method.settings = dataclasses.replace(method.settings, init=meta["hyperparameters"]["init"])
         readout = readout_from_metadata(meta["readout"], base.config.d_model)
         model = cls(base, method, readout, meta["labels"], base_sha256=actual)

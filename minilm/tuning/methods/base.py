@@ -26,6 +26,16 @@ from torch import Tensor, nn
 from minilm.model import ModelConfig, Prefix, Transformer
 from minilm.tokenizer import Tokenizer
 
+PRETRAINED = "pretrained:"
+"""How an init names a tuned folder to start from (prompt pre-training): pretrained:DIR."""
+
+
+def pretrained_folder(init: object) -> str | None:
+    """DIR of an init "pretrained:DIR", else None."""
+    if isinstance(init, str) and init.startswith(PRETRAINED):
+        return init[len(PRETRAINED) :]
+    return None
+
 
 @dataclass(frozen=True)
 class NoSettings:
@@ -56,15 +66,31 @@ class TuningMethod(nn.Module):
         self.seed = seed
 
     @classmethod
-    def for_base(cls, base: Transformer, settings: Any = None, *, seed: int = 0, tokenizer: Tokenizer | None = None):
-        """The method for `base`: built for the base's sizes, then `initialize`d from the base itself."""
+    def for_base(
+        cls,
+        base: Transformer,
+        settings: Any = None,
+        *,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
+        start: Tensor | None = None,
+    ):
+        """The method for `base`: built for the base's sizes, then `initialize`d from the base itself, or started at
+        `start` when one is given (a pre-trained prompt's tensor, read by `minilm.tuning.pretrained`)."""
         method = cls(settings, base.config, seed)
-        method.initialize(base, tokenizer)
+        if start is None:
+            method.initialize(base, tokenizer)
+        else:
+            method.start_at(start)
         return method
 
     def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
         """Starting values taken from the base (a soft prompt from its token embeddings); none by default. The
         tokenizer is there for an initialisation from text."""
+
+    def start_at(self, start: Tensor) -> None:
+        """Begin at the given tensor: the soft prompt or the prefixes at step 0 (a pre-trained prompt's)."""
+        raise ValueError(f"method {self.name!r} has no soft prompt or prefix to start from a tuned folder")
 
     def setup(self, base: Transformer) -> None:
         """Decide which base parameters train. The default freezes the whole base."""

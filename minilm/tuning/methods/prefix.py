@@ -15,7 +15,9 @@ value 0) or text:WORDS, the frozen base's own keys and values of those n words a
     P_0 = [K_t^1, V_t^1, ..., K_t^L, V_t^L],   K_t^l = X_t^l W_K^l, V_t^l = X_t^l W_V^l   (W_2 = b_2 = 0)
 
 and the input's positions then start at n, as behind the text, so at step 0 a causal base computes exactly
-base(text + input) at the input's positions. With `--no-reparam` the prefixes train directly, from P_0.
+base(text + input) at the input's positions. pretrained:DIR starts from the prefix tuned in DIR on the same base
+(prompt pre-training): P_0 = its folded prefix, with its length and its position offset (W_2 = b_2 = 0 again: the
+source's MLP is not carried over). With `--no-reparam` the prefixes train directly, from P_0.
 
 After training the MLP is folded away: the L x 2 x n x d numbers P_0 + MLP(P') are stored and are all
 that inference needs. The MLP's tensors (and P_0) are saved as well, so training can resume from a checkpoint.
@@ -35,20 +37,27 @@ from torch import Tensor, nn
 from minilm.model import ModelConfig, Prefix, Transformer
 from minilm.settings import check_fields, setting
 from minilm.tokenizer import Tokenizer
-from minilm.tuning.methods.base import Reparameterized
+from minilm.tuning.methods.base import Reparameterized, pretrained_folder
+from minilm.tuning.methods.prompt import checked_start, pretrained_needs_start
 
 INIT_HELP = (
     'prefix start: random (the MLP as drawn), zero (every key and value 0), text:"words" (the frozen base\'s own '
     "keys and values of those words, the input's positions after theirs; the prefix length becomes their token "
-    "count) or task (text: the task.json's prefix_text; random where the task has none)"
+    "count), task (text: the task.json's prefix_text; random where the task has none) or pretrained:DIR (the "
+    "prefix tuned in DIR on this base, its length and position offset too: prompt pre-training)"
 )
 
 
 def check_init(spec: str) -> str:
-    """A prefix initialisation as written on the command line: random, zero, task or text:"some words"."""
+    """A prefix initialisation as written on the command line: random, zero, task, text:"some words" or
+    pretrained:DIR."""
     if spec in ("random", "zero", "task") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
-    raise ValueError(f'unknown prefix initialisation {spec!r}: expected random, zero, task or text:"some words"')
+    if (pretrained_folder(spec) or "").strip():
+        return spec
+    raise ValueError(
+        f'unknown prefix initialisation {spec!r}: expected random, zero, task, text:"some words" or pretrained:DIR'
+    )
 
 
 def task_init(init: str, prefix_text: str | None) -> str:
@@ -72,6 +81,12 @@ class PrefixSettings:
         True, "train the prefixes directly, without the reparameterisation MLP", flag="--no-reparam"
     )
     init: str = setting("task", INIT_HELP, flag="--prefix-init", parse=check_init, metavar="INIT")
+    offset: int = setting(
+        0,
+        "where the input's positions start: a text start's length, a pre-trained start's source's (set by the init)",
+        check="non_negative",
+        cli=False,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -82,12 +97,19 @@ class PrefixSettings:
         """The words of a text:WORDS start, else None."""
         return self.init[len("text:") :] if self.init.startswith("text:") else None
 
+    @property
+    def position_offset(self) -> int:
+        """Where the input's positions start: n behind an n-token text start, else `offset` (0, or a pre-trained
+        start's source's)."""
+        return self.prefix_len if self.text is not None else self.offset
+
 
 class PrefixMLP(nn.Module):
     """MLP(P') = W_2 tanh(W_1 P' + b_1) + b_2, one row of P' (n, d') -> one position of all 2 L prefixes.
 
     from_zero: W_2 = b_2 = 0, so MLP(P') = 0 at step 0 (the prefix starts at P_0). with_start: a buffer P_0
-    (L, 2, n, d) that the prefix is P_0 + MLP(P') of (a text's keys and values; filled by `PrefixTuning.initialize`).
+    (L, 2, n, d) that the prefix is P_0 + MLP(P') of (a text's keys and values, or a pre-trained prefix;
+    filled by `PrefixTuning.start_at`).
     """
 
     def __init__(
@@ -191,11 +213,14 @@ class PrefixTuning(Reparameterized):
             s.hidden,
             self.seed,
             from_zero=task_init(s.init, None) != "random",
-            with_start=s.text is not None,
+            with_start=s.text is not None or pretrained_folder(s.init) is not None,
         )
 
     def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
-        """For text:WORDS, P_0 = `text_keys_values` of the words; the prefix length becomes their token count n."""
+        """For text:WORDS, P_0 = `text_keys_values` of the words; the prefix length becomes their token count n.
+        pretrained:DIR is given as a tensor (`start_at`)."""
+        if pretrained_folder(self.settings.init) is not None:
+            raise ValueError(pretrained_needs_start(self.settings.init))
         text = self.settings.text
         if text is None:
             return
@@ -207,21 +232,31 @@ class PrefixTuning(Reparameterized):
                 f"--prefix-init text: the words are {len(ids)} tokens; the base's context is {self.max_len}: give "
                 f"1 to {self.max_len - 1} tokens, so the input fits behind them"
             )
-        if len(ids) != self.settings.prefix_len:  # the text's length wins (it is what tuned.json then stores)
-            self.settings = dataclasses.replace(self.settings, prefix_len=len(ids))
+        self.start_at(text_keys_values(base, torch.tensor(ids, device=base.tok_emb.weight.device)))
+        self.settings = dataclasses.replace(self.settings, offset=len(ids))  # what tuned.json then stores
+
+    def start_at(self, start: Tensor) -> None:
+        """P_0 = start (L, 2, n, d): a text's keys and values, or a pre-trained prefix's folded P*_source. The prefix
+        length becomes the start's n (it is what tuned.json then stores)."""
+        n = start.size(2) if start.dim() == 4 else self.settings.prefix_len
+        if n != self.settings.prefix_len:
+            self.settings = dataclasses.replace(self.settings, prefix_len=n)
             self.build()
-        P_0 = text_keys_values(base, torch.tensor(ids, device=base.tok_emb.weight.device))
         with torch.no_grad():
-            start = self.mlp.P_0 if self.mlp is not None else self.prefix
-            start.copy_(P_0.to(start.device))
+            P_0 = self.mlp.P_0 if self.mlp is not None else self.prefix
+            if P_0 is None:
+                raise ValueError(f"a prefix with --prefix-init {self.settings.init} has no P_0: build it with a start")
+            P_0.copy_(checked_start(start, tuple(P_0.shape), "prefix").to(P_0.device))
 
     @property
     def position_offset(self) -> int:
-        """n for a prefix started from an n-token text (the input sits behind the text), else 0."""
-        return self.settings.prefix_len if self.settings.text is not None else 0
+        """Where the input's positions start (`PrefixSettings.position_offset`): n behind an n-token text (the input
+        sits behind the text), a pre-trained prefix's source's, else 0."""
+        return self.settings.position_offset
 
     def computed(self) -> Tensor:
-        """P_0 + MLP(P') while training (no P_0 unless started from a text), the stored tensor once folded."""
+        """P_0 + MLP(P') while training (no P_0 unless started from a text or a pre-trained prefix), the stored
+        tensor once folded."""
         if self.mlp is None:
             return self.prefix
         return self.mlp() if self.mlp.P_0 is None else self.mlp.P_0 + self.mlp()

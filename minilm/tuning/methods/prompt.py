@@ -2,6 +2,7 @@
 
     h_0 = [P; E[x]] + pos          P in R^{n x d}, the "soft prompt" (n virtual tokens)
     min_P  L(y, f_theta([P; E[x]]))   theta (the whole base model) frozen
+    P_0 = P*_source                   init pretrained:DIR: a soft prompt tuned before (prompt pre-training, PPT)
 
 The virtual tokens take positions 0..n-1 like real tokens, are attended to by every real token (and
 causally by the later ones), and never are padding. Trainable numbers: n d.
@@ -19,21 +20,27 @@ from torch import Tensor, nn
 from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
 from minilm.tokenizer import NUM_SPECIAL_TOKENS, Tokenizer
-from minilm.tuning.methods.base import TuningMethod
+from minilm.tuning.methods.base import TuningMethod, pretrained_folder
 
-INITS = ("random", "vocab", "labels", "text")
+INITS = ("random", "vocab", "labels", "text", "pretrained")
 
 
 def check_init(spec: str) -> str:
-    """A prompt initialisation as written on the command line: random, vocab, labels or text:"some words"."""
+    """A prompt initialisation as written on the command line: random, vocab, labels, text:"some words" or
+    pretrained:DIR."""
     if spec in ("random", "vocab", "labels") or (spec.startswith("text:") and spec[len("text:") :].strip()):
         return spec
-    raise ValueError(f'unknown prompt initialisation {spec!r}: expected random, vocab, labels or text:"some words"')
+    if (pretrained_folder(spec) or "").strip():
+        return spec
+    raise ValueError(
+        f'unknown prompt initialisation {spec!r}: expected random, vocab, labels, text:"some words" or pretrained:DIR'
+    )
 
 
 INIT_HELP = (
     "soft prompt start: random, vocab (embeddings of random tokens), labels (the label words' embeddings first, "
-    'Lester et al.\'s class-label init; vocab where the task has no label words) or text:"words" (their embeddings)'
+    'Lester et al.\'s class-label init; vocab where the task has no label words), text:"words" (their embeddings) '
+    "or pretrained:DIR (the soft prompt tuned in DIR on this base, its length too: prompt pre-training)"
 )
 
 
@@ -91,15 +98,33 @@ def initial_prompt(
 
 
 def parse_init(spec: str) -> tuple[str, str | None]:
-    """'random' | 'vocab' | 'text:...' -> (kind, text). 'labels' is resolved with the task's label words first
-    (`label_init`); one that reaches here unresolved knows no label words and is read as 'vocab'."""
+    """'random' | 'vocab' | 'text:...' | 'pretrained:DIR' -> (kind, text or DIR). 'labels' is resolved with the
+    task's label words first (`label_init`); one that reaches here unresolved knows no label words and is read as
+    'vocab'."""
     if spec.startswith("text:"):
         return "text", spec[len("text:") :]
+    if pretrained_folder(spec) is not None:
+        return "pretrained", pretrained_folder(spec)
     if spec == "labels":
         return "vocab", None
     if spec not in ("random", "vocab"):
         raise ValueError(f'unknown prompt initialisation {spec!r}: use random, vocab or text:"..."')
     return spec, None
+
+
+def pretrained_needs_start(init: str) -> str:
+    """The one-line error of a pretrained:DIR start built without its tensor."""
+    return (
+        f"{init}: a pre-trained start is read from the tuned folder by minilm.tuning.pretrained.pretrained_start "
+        "(train.py tune does it); pass its tensor as for_base(start=...)"
+    )
+
+
+def checked_start(start: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+    """`start` when it has the method's shape, else a one-line ValueError naming both shapes."""
+    if tuple(start.shape) != shape:
+        raise ValueError(f"the start given is {tuple(start.shape)}, but the {what} is {shape}")
+    return start
 
 
 class SoftPrompt(TuningMethod):
@@ -115,10 +140,17 @@ class SoftPrompt(TuningMethod):
         self.P = nn.Parameter(torch.zeros(self.settings.prompt_len, config.d_model))
 
     def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
-        """P at step 0, as settings.init says ('random', 'vocab' or 'text:...')."""
+        """P at step 0, as settings.init says ('random', 'vocab' or 'text:...'); 'pretrained:DIR' is given as a
+        tensor (`start_at`)."""
         kind, text = parse_init(self.settings.init)
+        if kind == "pretrained":
+            raise ValueError(pretrained_needs_start(self.settings.init))
+        self.start_at(initial_prompt(base, self.settings.prompt_len, kind, self.seed, tokenizer, text))
+
+    def start_at(self, start: Tensor) -> None:
+        """P_0 = start (n, d): a drawn or copied start, or a pre-trained prompt's P*_source."""
         with torch.no_grad():
-            self.P.copy_(initial_prompt(base, self.settings.prompt_len, kind, self.seed, tokenizer, text))
+            self.P.copy_(checked_start(start, tuple(self.P.shape), "soft prompt"))
 
     @property
     def prompt_length(self) -> int:

@@ -26,7 +26,15 @@ from minilm.model import ModelConfig, Transformer
 from minilm.settings import check_fields, setting
 from minilm.tokenizer import Tokenizer
 from minilm.tuning.methods.base import Reparameterized
-from minilm.tuning.methods.prompt import INIT_HELP, PromptSettings, check_init, initial_prompt, parse_init
+from minilm.tuning.methods.prompt import (
+    INIT_HELP,
+    PromptSettings,
+    check_init,
+    checked_start,
+    initial_prompt,
+    parse_init,
+    pretrained_needs_start,
+)
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,18 @@ class PromptEncoder(Reparameterized):
 
     def initialize(self, base: Transformer, tokenizer: Tokenizer | None) -> None:
         """U at step 0 as a soft prompt's P (settings.init); W_1 drawn from the seed, b_1 = 0 (W_2 = 0, so P = U)."""
+        kind, text = parse_init(self.settings.init)
+        if kind == "pretrained":
+            raise ValueError(pretrained_needs_start(self.settings.init))
+        self.start_at(initial_prompt(base, self.settings.prompt_len, kind, self.seed, tokenizer, text))
+
+    def start_at(self, start: Tensor) -> None:
+        """U = start (n, d), so P = start at step 0 (a pre-trained prompt's P*_source too); W_1 drawn from the seed,
+        b_1 = 0."""
         s, encoder = self.settings, self.encoder
         assert encoder is not None
-        kind, text = parse_init(s.init)
         with torch.no_grad():
-            encoder.U.copy_(initial_prompt(base, s.prompt_len, kind, self.seed, tokenizer, text))
+            encoder.U.copy_(checked_start(start, tuple(encoder.U.shape), "soft prompt"))
             g = torch.Generator().manual_seed(self.seed + 1)
             nn.init.normal_(encoder.W_1.weight, 0.0, 1.0 / s.hidden**0.5, generator=g)
             nn.init.zeros_(encoder.W_1.bias)  # not PyTorch's default draw, which would come from the global generator
