@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from minilm.settings import override, setting
 from minilm.tokenizer import Tokenizer
 from minilm.training.budget import Plan
-from minilm.training.loop import Loop, LoopConfig
+from minilm.training.loop import LoopConfig
 from minilm.tuning.metrics import classification_report
 from minilm.tuning.registry import DEFAULT_LR
 from minilm.tuning.tasks import Example, Task
-from minilm.tuning.tuned import ARGS_FILE, LAST_DIR, TunedModel
+from minilm.tuning.tuned import ARGS_FILE, TunedModel
+from minilm.tuning.tuned_loop import TunedLoop
 
 SUMMARY = ("loss", "accuracy", "macro_f1", "n")
 
@@ -149,7 +150,7 @@ def evaluate(model: TunedModel, tokenizer: Tokenizer, examples: list[Example], b
     return report
 
 
-class TuneTrainer(Loop):
+class TuneTrainer(TunedLoop):
     """Tunes `model` on `task`'s train split, evaluating on dev; writes into `out_dir`."""
 
     kind = "tune"
@@ -214,36 +215,10 @@ class TuneTrainer(Loop):
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {k: metrics[k] for k in SUMMARY}
 
-    def save_best(self, metrics: dict[str, Any]) -> None:
-        self.model.save(self.out_dir, {**self.extra, "step": self.step, "dev": self.record(metrics)})
+    def data_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
 
-    def write_checkpoint(self) -> None:
-        self.model.save(self.out_dir / LAST_DIR, {**self.extra, "step": self.step})
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {
-            "trainable": {n: p.detach().cpu() for n, p in self.model.trainable().items()},
-            "generator": self.generator.get_state(),
-            "order": self.order,
-            "position": self.position,
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        trainable = self.model.trainable()
-        if set(state["trainable"]) != set(trainable):
-            raise ValueError(
-                f"the tuning run in {self.out_dir} trained other parameters (another method or settings); "
-                "resume it with the same flags, or start a new run in another --out"
-            )
-        with torch.no_grad():
-            for name, p in trainable.items():
-                if state["trainable"][name].shape != p.shape:
-                    raise ValueError(
-                        f"the tuning run in {self.out_dir} has {name} of shape "
-                        f"{tuple(state['trainable'][name].shape)}, this setup {tuple(p.shape)}: "
-                        "resume with the same flags"
-                    )
-                p.copy_(state["trainable"][name])
+    def restore_data(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]
 
