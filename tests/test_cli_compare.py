@@ -79,7 +79,7 @@ def test_quick_compare_writes_a_table_with_every_row(tmp_path, base_run, capsys)
         "first-k freezing (k=1)",
         "BitFit",
         "LoRA (r=8)",
-        "adapters (m=16)",
+        "adapters (m=32)",
         "full fine-tuning",
     ]
     for name in names:

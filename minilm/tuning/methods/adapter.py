@@ -34,7 +34,7 @@ HOOKS = ("post_attn", "post_ffn")
 class AdapterSettings:
     """The adapters' settings: their hyper-parameters in tuned.json and their flags."""
 
-    size: int = setting(16, "adapter bottleneck m (1..d_model)", flag="--adapter-size", check="positive", metavar="M")
+    size: int = setting(32, "adapter bottleneck m (1..d_model)", flag="--adapter-size", check="positive", metavar="M")
 
     def __post_init__(self) -> None:
         check_fields(self)
