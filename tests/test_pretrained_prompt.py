@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from cli_support import fails, fast_tune, pretrain_tiny, train
-from conftest import random_ids, tiny_config
+from conftest import tiny_config
+from test_prefix_init import right_padded, train_steps
 
 from minilm import Transformer
 from minilm.files import load_tensors
@@ -34,23 +34,6 @@ from minilm.tuning.trainer import per_label_sample
 
 TEXT = "To be, or not to be"
 SIZES = {"d_prime": 8, "hidden": 16}
-
-
-def right_padded(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = random_ids(3, 7, seed=seed)
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[1, 4:] = 0
-    mask[2, 2:] = 0
-    return ids, mask
-
-
-def train_steps(model: TunedModel, steps: int = 3) -> None:
-    optimizer = torch.optim.AdamW(list(model.trainable().values()), lr=1e-2)
-    for step in range(steps):
-        ids, mask = right_padded(seed=step)
-        F.cross_entropy(model(ids, mask), torch.tensor([0, 1, 1])).backward()
-        optimizer.step()
-        optimizer.zero_grad()
 
 
 def model_on(base: Transformer, method) -> TunedModel:
