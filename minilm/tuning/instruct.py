@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def check_causal(config: ModelConfig) -> None:
         raise ValueError("instruction tuning needs a causal model; this one is masked (bidirectional)")
 
 
-class InstructionSteps:
+class InstructionSteps(ABC):
     """The step and the evaluation every instruction loop shares: a batch's L_LM + alpha L_align through
     `logits`, and the dev exact match of greedy answers."""
 
@@ -129,9 +130,9 @@ class InstructionSteps:
         if resume:
             self.load_checkpoint()  # type: ignore[attr-defined]
 
+    @abstractmethod
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Next-token logits (B, T, V) at the batch's token positions."""
-        raise NotImplementedError
 
     def forward_backward(self) -> tuple[float, int]:
         cfg = self.config
