@@ -59,7 +59,7 @@ from minilm.training.device import resolve_device, resolve_precision
 from minilm.training.loop import LoopConfig
 from minilm.training.run import INSTRUCT, PRETRAIN, load_run
 from minilm.tuning.metrics import classification_report
-from minilm.tuning.prompt_search import SearchConfig, TriggerEmbeddings, search_prompt, with_triggers
+from minilm.tuning.prompt_search import SearchConfig, TriggerEmbeddings, label_words_of, search_prompt, with_triggers
 from minilm.tuning.readouts import READOUTS, ClassificationHead, VerbalizerReadout
 from minilm.tuning.registry import METHODS, build_method
 from minilm.tuning.tasks import Example, Task, load_task
@@ -296,11 +296,7 @@ def compare(
     base = load_base()
     causal, max_len, n_base = base.config.causal, base.config.max_len, base.num_parameters()
     template = config.template or task.template or DEFAULT_TEMPLATES[causal]
-    if not task.label_words:
-        raise ValueError(
-            f"task {task.name} has no label words (task.json label_words): the verbalizer needs one word per label"
-        )
-    words = [task.label_words[label] for label in task.labels]
+    words = label_words_of(task)
     dev, test = task.split("dev"), task.splits.get("test")
     if config.max_eval_examples:
         dev = dev[: config.max_eval_examples]

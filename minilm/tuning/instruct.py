@@ -20,6 +20,7 @@ Docs: docs/prompting.md (the instruction tuning loss; instruction data and the i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from abc import ABC, abstractmethod
@@ -102,6 +103,10 @@ class InstructConfig(LoopConfig):
             return self.lr
         return FULL_LR if self.method == "full" else method_spec(self.method).lr
 
+    def with_peak_lr(self) -> InstructConfig:
+        """This config with lr filled in (`peak_lr`), as the loop runs it and instruct_args.json stores it."""
+        return self if self.lr is not None else dataclasses.replace(self, lr=self.peak_lr())
+
 
 def check_causal(config: ModelConfig) -> None:
     if not config.causal:
@@ -178,7 +183,7 @@ class InstructTrainer(InstructionSteps, RunLoop):
         log: Callable[[str], None] = print,
     ) -> None:
         check_causal(model.config)
-        super().__init__(model, InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()}), out_dir, log)
+        super().__init__(model, config.with_peak_lr(), out_dir, log)
         self.use_data(tokenizer, train, dev, model.config.max_len, resume)
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -205,7 +210,7 @@ class InstructTuner(InstructionSteps, TunedLoop):
     ) -> None:
         check_causal(model.base.config)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(model, InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()}), out_dir, log)
+        super().__init__(model, config.with_peak_lr(), out_dir, log)
         self.extra = extra_metadata or {}
         # the room a sequence has: the soft prompt's (or a prefix text's) positions come first
         self.use_data(tokenizer, train, dev, model.max_text_tokens(), resume)
@@ -240,7 +245,7 @@ def instruct(
 
     method_settings: the method's settings as flat keys (the command line's: lora_rank, adapter_size, ...)."""
     config = config or InstructConfig()
-    config = InstructConfig(**{**config.to_dict(), "lr": config.peak_lr()})
+    config = config.with_peak_lr()
     spec = method_spec(config.method)
     given = {k: v for k, v in (method_settings or {}).items() if v is not None}
     foreign = sorted(set(given) - set(setting_keys(spec)))

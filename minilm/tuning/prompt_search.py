@@ -239,8 +239,7 @@ def label_words_of(task: Task) -> list[str]:
     """The task.json label words in label order; a one-line error when it has none."""
     if not task.label_words:
         raise ValueError(
-            f"task {task.name} has no label words (task.json label_words): the search reads the labels out by "
-            "one word each"
+            f"task {task.name} has no label words (task.json label_words): the verbalizer needs one word per label"
         )
     return [task.label_words[label] for label in task.labels]
 
