@@ -180,7 +180,8 @@ class Transformer(nn.Module):
 
     # ---- input checks and masks --------------------------------------------------------------
     def _token_embeddings(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
-        """E[x] for token ids, or the given vectors; checks shapes and the id range."""
+        """E[x] for token ids, or the given vectors; checks shapes and the id range (on the host in eager calls, on
+        the device inside torch.compile, so a compiled step stays one graph)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is not None:
@@ -200,13 +201,19 @@ class Transformer(nn.Module):
             )
         if input_ids.size(1) == 0:
             raise ValueError("input_ids has no tokens: give at least one")
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
-                "ids must be in [0, vocab_size); was the text encoded with this model's tokenizer?"
-            )
+        V = self.config.vocab_size
+        if torch.compiler.is_compiling():
+            # Compiled: a device-side check. Reading the ids on the host (as below) would break the graph and, on CUDA,
+            # wait for the GPU at every forward; this raises a RuntimeError when the ids are out of range, no sync.
+            in_range = ((input_ids >= 0) & (input_ids < V)).all()
+            torch._assert_async(in_range, f"a token id is out of range for vocab_size={V}: ids must be in [0, {V})")
+        else:
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= V:
+                raise ValueError(
+                    f"token id {lo if lo < 0 else hi} is out of range for vocab_size={V}: "
+                    "ids must be in [0, vocab_size); was the text encoded with this model's tokenizer?"
+                )
         return self.tok_emb(input_ids.long())
 
     @staticmethod

@@ -44,13 +44,13 @@ def causal_lm_loss(logits: Tensor, input_ids: Tensor, attention_mask: Tensor | N
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """-(1/|M|) sum_{i in M} log softmax(z_i)_{y_i} over the positions M whose label is not IGNORE_INDEX.
 
-    With no counted position the loss is 0 (still connected to the graph), not NaN.
+    With no counted position the loss is 0 (still connected to the graph), not NaN. Written without a branch on the
+    labels (the sum over M divided by max(|M|, 1)), so torch.compile sees one graph and the host never waits for it.
     """
     flat_logits = logits.reshape(-1, logits.size(-1)).float()
     flat_labels = labels.reshape(-1)
-    if not (flat_labels != IGNORE_INDEX).any():
-        return flat_logits.sum() * 0.0
-    return F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def mask_tokens(
@@ -105,10 +105,13 @@ def masked_lm_loss_on_selected(hidden: Tensor, output_embedding: Tensor, labels:
     """The masked LM loss computing logits z_i = h_i E^T only at the selected positions i in M.
 
     Equal to masked_lm_loss(h E^T, labels), but the output layer costs |M| d V instead of T d V
-    multiply-adds: about 15% of it at BERT's masking rate.
+    multiply-adds: about 15% of it at BERT's masking rate. Inside torch.compile it computes the logits everywhere
+    (the same loss): picking out |M| positions gives a tensor whose shape depends on the data, which breaks the graph.
     """
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(f"hidden states {tuple(hidden.shape)} do not match labels {tuple(labels.shape)}")
+    if torch.compiler.is_compiling():
+        return masked_lm_loss(F.linear(hidden, output_embedding), labels)
     selected = labels != IGNORE_INDEX
     logits = F.linear(hidden[selected], output_embedding)
     return token_cross_entropy(logits, labels[selected])
