@@ -28,7 +28,7 @@ TYPES = {"fp16": ("*fp16", torch.float16), "bf16": ("*bf16", torch.bfloat16), "f
 KERNELS = ("forward", "dk_dv", "dq")
 
 
-def compile_kernel(kernel: str, dtype: str, head_dim: int, causal: bool, holes: bool, arch: int) -> dict[str, int]:
+def compile_kernel(kernel: str, dtype: str, head_dim: int, causal: bool, arch: int) -> dict[str, int]:
     """Compile one kernel with its default tiles; {registers, stack, shared} in registers per thread and bytes."""
     pointer, torch_dtype = TYPES[dtype]
     fn = {"forward": fa._forward_kernel, "dk_dv": fa._dk_dv_kernel, "dq": fa._dq_kernel}[kernel]
@@ -36,7 +36,6 @@ def compile_kernel(kernel: str, dtype: str, head_dim: int, causal: bool, holes: 
     constants = dict(
         CAUSAL=causal,
         HAS_PADDING=True,
-        HAS_HOLES=holes,
         PRECISION="ieee" if dtype == "fp32" else "tf32",
         BLOCK_M=block_m,
         BLOCK_N=block_n,
@@ -76,7 +75,7 @@ def main() -> None:
     parser.add_argument("--head-dims", nargs="+", type=int, default=[32, 64, 128])
     args = parser.parse_args()
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    print(f"# sm_{args.arch}, triton {triton.__version__}, causal, padding with holes (the largest variant)")
+    print(f"# sm_{args.arch}, triton {triton.__version__}, causal, with a key mask (the largest variant)")
     print(
         "| dtype | d_k | kernel | tiles (M x N, warps) | registers/thread | spilled stack (bytes) | "
         "shared memory (KiB) |"
@@ -85,7 +84,7 @@ def main() -> None:
     for dtype in args.dtypes:
         for head_dim in args.head_dims:
             for kernel in KERNELS:
-                r = compile_kernel(kernel, dtype, head_dim, causal=True, holes=True, arch=args.arch)
+                r = compile_kernel(kernel, dtype, head_dim, causal=True, arch=args.arch)
                 m, n, w = r["tiles"]
                 print(
                     f"| {dtype} | {head_dim} | {kernel} | {m} x {n}, {w} | {r['registers']} | {r['stack']} | "

@@ -39,11 +39,11 @@ LOG2_E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
 
 
 @triton.jit
-def _visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL: tl.constexpr, HAS_HOLES: tl.constexpr):
-    """M_ij = 0 (True) where query i may see key j: j < n_keys, key_mask[j] (if the row has holes), and
+def _visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr):
+    """M_ij = 0 (True) where query i may see key j: j < n_keys, key_mask[j] (if there is a key mask), and
     (not causal or j <= i + shift)."""
     visible = offs_n[None, :] < n_keys
-    if HAS_HOLES:
+    if HAS_PADDING:
         visible = visible & (tl.load(key_mask_row + offs_n, mask=offs_n < n_keys, other=0) != 0)[None, :]
     if CAUSAL:
         visible = visible & (offs_n[None, :] <= offs_m[:, None] + shift)
@@ -79,10 +79,10 @@ def _store_rows(ptr, offs, stride_t, n_rows, values, HEAD_DIM: tl.constexpr):
 # then compile-time switches): one argument per line would hide which stride belongs to which tensor.
 @triton.jit
 def _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, key_mask_row, qk_scale,
-                      CAUSAL: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr):
+                      CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, PRECISION: tl.constexpr):
     """P_ij = exp(s_ij - L_i) from the saved log-sum-exp (both base 2 here), and 0 where M_ij = -inf."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-    visible = _visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL, HAS_HOLES)
+    visible = _visible(offs_m, offs_n, n_keys, shift, key_mask_row, CAUSAL, HAS_PADDING)
     return tl.where(visible, tl.exp2(s - lse[:, None]), 0.0)
 
 
@@ -92,7 +92,7 @@ def _forward_kernel(
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_ob, stride_oh, stride_ot,
     n_heads, T_q, T_k, qk_scale,
-    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     tile_m = tl.program_id(0)
@@ -115,7 +115,7 @@ def _forward_kernel(
         k = _load_rows(K, offs_n, stride_kt, n_keys, HEAD_DIM)
         v = _load_rows(V, offs_n, stride_vt, n_keys, HEAD_DIM)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = tl.where(_visible(offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, CAUSAL, HAS_HOLES), s, float("-inf"))
+        s = tl.where(_visible(offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, CAUSAL, HAS_PADDING), s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no key yet: keep exp2 finite
         p = tl.exp2(s - m_safe[:, None])
@@ -152,7 +152,7 @@ def _dk_dv_kernel(
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_db, stride_dh, stride_dt, stride_gb, stride_gh, stride_gt,
     n_heads, T_q, T_k, qk_scale, sm_scale,
-    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     """One tile of BLOCK_N keys: dV_j = sum_i P_ij dO_i and dK_j = sum_i dS_ij q_i / sqrt(d_k), over the queries that
@@ -184,7 +184,7 @@ def _dk_dv_kernel(
         lse = tl.load(LSE + bh * T_q + offs_m, mask=offs_m < T_q, other=float("inf"))
         delta = tl.load(DELTA + bh * T_q + offs_m, mask=offs_m < T_q, other=0.0)
         p = _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, qk_scale,
-                              CAUSAL, HAS_HOLES, PRECISION)
+                              CAUSAL, HAS_PADDING, PRECISION)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
@@ -200,7 +200,7 @@ def _dq_kernel(
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
     stride_db, stride_dh, stride_dt, stride_gb, stride_gh, stride_gt,
     n_heads, T_q, T_k, qk_scale, sm_scale,
-    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, HAS_HOLES: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_PADDING: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     """One tile of BLOCK_M queries: dQ_i = sum_j dS_ij k_j / sqrt(d_k), over the same key tiles as the forward."""
@@ -224,7 +224,7 @@ def _dq_kernel(
         k = _load_rows(K, offs_n, stride_kt, n_keys, HEAD_DIM)
         v = _load_rows(V, offs_n, stride_vt, n_keys, HEAD_DIM)
         p = _recomputed_probs(q, k, lse, offs_m, offs_n, n_keys, shift, KEY_MASK + b * T_k, qk_scale,
-                              CAUSAL, HAS_HOLES, PRECISION)
+                              CAUSAL, HAS_PADDING, PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
@@ -233,18 +233,17 @@ def _dq_kernel(
 
 # fmt: on
 def key_layout(key_mask: Tensor | None, T_k: int) -> tuple[Tensor | None, Tensor | None]:
-    """The key mask as the kernels read it: (n_keys, holes).
+    """The key mask as the kernels read it: (n_keys, flags), or (None, None) when every key is visible.
 
     n_keys[b] = 1 + the last visible key of row b: the keys after it are right padding, and no tile of them is loaded.
-    holes = key_mask as int8 when some key before n_keys[b] is hidden (left padding, a padded prefix, a row that stopped
-    early in generation), else None. Both are O(T_k) numbers per sequence; the T_q x T_k mask is never built.
+    flags = key_mask as int8, read one tile at a time for the keys before n_keys[b] that are hidden (left padding, a
+    padded prefix, a row that stopped early in generation). Both are O(T_k) numbers per sequence, computed on the
+    device: nothing here waits for the GPU, so a forward through every layer makes no host sync for its mask.
     """
     if key_mask is None:
         return None, None
     positions = torch.arange(T_k, device=key_mask.device)
     n_keys = torch.where(key_mask, positions + 1, 0).amax(dim=-1)
-    if torch.equal(key_mask, positions[None, :] < n_keys[:, None]):
-        return n_keys.to(torch.int32), None
     return n_keys.to(torch.int32), key_mask.to(torch.int8).contiguous()
 
 
@@ -276,11 +275,11 @@ class FlashAttention(torch.autograd.Function):
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         B, h, T_q, d_k = q.shape
         T_k = k.size(2)
-        n_keys, holes = key_layout(key_mask, T_k)
-        unused = q.new_empty(0, dtype=torch.int32)  # a pointer the kernel never reads (HAS_PADDING / HAS_HOLES False)
-        ctx.pointers = (unused if n_keys is None else n_keys, unused if holes is None else holes)
+        n_keys, flags = key_layout(key_mask, T_k)
+        unused = q.new_empty(0, dtype=torch.int32)  # a pointer the kernel never reads (HAS_PADDING False)
+        ctx.pointers = (unused, unused) if n_keys is None else (n_keys, flags)
         ctx.scalars = (h, T_q, T_k, LOG2_E / math.sqrt(d_k), 1.0 / math.sqrt(d_k))
-        ctx.constants = dict(CAUSAL=causal, HAS_PADDING=n_keys is not None, HAS_HOLES=holes is not None,
+        ctx.constants = dict(CAUSAL=causal, HAS_PADDING=n_keys is not None,
                              PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32: no TF32 rounding
                              HEAD_DIM=d_k)
         ctx.tiles = tiles
