@@ -45,6 +45,7 @@ from minilm.settings import check_fields, setting
 from minilm.training.budget import Plan, duration, format_duration, measuring_seconds, parse_duration, plan_steps
 from minilm.training.device import DEVICES, PRECISIONS, autocast, resolve_device, resolve_precision
 from minilm.training.optimizer import learning_rate, make_optimizer
+from minilm.training.sharding import Sharding
 
 STATE_FILE, METRICS_FILE = "train_state.pt", "metrics.jsonl"
 
@@ -121,6 +122,13 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def device(self, name: str) -> torch.device:
+        """The device setting resolved for this process: with several processes on CUDA, GPU number local_rank."""
+        device = torch.device(resolve_device(name))
+        if device.type == "cuda" and self.world_size > 1:
+            return torch.device("cuda", self.local_rank)
+        return device
+
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Forget the metrics logged after `step` (a resumed run does those steps again)."""
@@ -154,12 +162,14 @@ class Loop(ABC):
         out_dir: str | os.PathLike[str],
         log: Callable[[str], None] = print,
         procs: Processes | None = None,
+        sharding: Sharding | None = None,
     ) -> None:
         self.config, self.out_dir, self.procs = config, Path(out_dir), procs or Processes()
+        self.sharding = sharding
+        """FSDP2 (minilm.training.sharding), when the model was sharded over the processes before it came here: then
+        every process evaluates (a sharded forward needs them all) and checkpoints go through DCP."""
         self.log = log if self.procs.is_main else (lambda _: None)
-        self.device = torch.device(resolve_device(config.device))
-        if self.device.type == "cuda" and self.procs.world_size > 1:
-            self.device = torch.device("cuda", self.procs.local_rank)
+        self.device = self.procs.device(config.device)
         self.precision = resolve_precision(config.precision, self.device.type)
         torch.manual_seed(config.seed + self.procs.rank)  # dropout draws from the global generator
         self.model = model.to(self.device).train()
@@ -193,11 +203,11 @@ class Loop(ABC):
 
     @abstractmethod
     def save_best(self, metrics: dict[str, Any]) -> None:
-        """Write the best checkpoint (called when `metric` improved)."""
+        """Write the best checkpoint (called when `metric` improved; on every process of a sharded run)."""
 
     @abstractmethod
     def write_checkpoint(self) -> None:
-        """Write the latest model for inference beside the training state."""
+        """Write the latest model for inference beside the training state (on every process of a sharded run)."""
 
     @abstractmethod
     def checkpoint_state(self) -> dict[str, Any]:
@@ -280,10 +290,13 @@ class Loop(ABC):
             copy.deepcopy(self.optimizer.state_dict()),
             torch.get_rng_state(),
             torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            copy.deepcopy(self.model.state_dict()) if self.sharding else None,  # this process's shards
         )
 
         def undo() -> None:
             self.restore(copy.deepcopy(before[0]))
+            if before[4] is not None:
+                self.model.load_state_dict(before[4])
             self.optimizer.load_state_dict(before[1])
             torch.set_rng_state(before[2])
             if before[3] is not None:
@@ -301,7 +314,7 @@ class Loop(ABC):
         step_s, steps = statistics.median(durations), len(durations) + 2  # the median: robust to a stray slow step
         undo()
         timed = self.clock()
-        if self.procs.is_main:
+        if self.evaluates():
             self.evaluate()
         undo()  # an evaluation draws no random numbers, but the checkpoint must hold the state of step 0
         self._save_state()
@@ -353,8 +366,12 @@ class Loop(ABC):
     def _evaluate_and_checkpoint(self, elapsed: float) -> bool:
         """Evaluate, keep the best checkpoint, write the training state; True when patience ran out."""
         stop = torch.zeros(1)
-        if self.procs.is_main:
+        if self.evaluates():
             metrics = self.evaluate()
+            if self.sharding is not None:  # every process evaluated; all go by rank 0's numbers
+                box = [metrics]
+                dist.broadcast_object_list(box, src=0)
+                metrics = box[0]
             value = metrics[self.metric]
             improved = value > self.best if self.higher_is_better else value < self.best
             if improved:
@@ -380,6 +397,10 @@ class Loop(ABC):
             dist.broadcast(stop, src=0)
         return bool(stop.item())
 
+    def evaluates(self) -> bool:
+        """Whether this process evaluates: rank 0, or every process when the model is sharded."""
+        return self.procs.is_main or self.sharding is not None
+
     # ---- files ----------------------------------------------------------------------------------------------
     def _write_metrics(self, record: dict[str, Any]) -> None:
         if self.procs.is_main:
@@ -392,14 +413,20 @@ class Loop(ABC):
             gathered: list[Any] = [None] * self.procs.world_size
             dist.all_gather_object(gathered, torch.get_rng_state())
             rng_states = gathered
+        if self.sharding is not None:  # every process writes its shards; the weights for inference are gathered
+            trained = {"sharded": self.sharding.save(self.out_dir, self.step, self.model, self.optimizer)}
+            self.write_checkpoint()
+        else:
+            trained = {"optimizer": self.optimizer.state_dict()}
         if not self.procs.is_main:
             return
-        self.write_checkpoint()
+        if self.sharding is None:
+            self.write_checkpoint()
         save_state(
             {
                 "kind": self.kind,
                 "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
+                **trained,
                 "rng_states": rng_states,
                 "best": self.best,
                 "evals_since_best": self.evals_since_best,
@@ -409,6 +436,8 @@ class Loop(ABC):
             },
             self.out_dir / STATE_FILE,
         )
+        if "sharded" in trained:  # train_state.pt now names the new shards: the older ones can go
+            self.sharding.remove_older(self.out_dir, trained["sharded"])
 
     def upgrade_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """A state in an older layout, in today's (a subclass that changed its layout reads the old one here)."""
@@ -423,8 +452,16 @@ class Loop(ABC):
                 f"{path} is not the training state of a {self.kind} run (it says {state.get('kind')!r}): "
                 "resume it with the command that wrote it, or start a new run in another --out"
             )
+        if ("sharded" in state) != (self.sharding is not None):
+            raise ValueError(
+                f"{path} was written {'with' if 'sharded' in state else 'without'} --fsdp: resume it "
+                f"{'under torchrun with' if 'sharded' in state else 'without'} --fsdp"
+            )
+        if self.sharding is not None:
+            self.sharding.load(self.out_dir, state["sharded"], self.model, self.optimizer)
         self.restore(state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharding is None:
+            self.optimizer.load_state_dict(state["optimizer"])
         rng_states = state["rng_states"]
         if len(rng_states) == self.procs.world_size:
             torch.set_rng_state(rng_states[self.procs.rank])

@@ -143,7 +143,13 @@ def pretrain(
     out = Path(s["out"])
     procs = Processes.from_env()
     config = TrainConfig(**{k: s[k] for k in TRAIN_SETTINGS})  # invalid settings fail here, before anything is written
-    if procs.world_size > 1 and not dist.is_initialized():
+    if config.fsdp and procs.world_size < 2:
+        raise ValueError(
+            "--fsdp shards the model over the processes of a launch: start the run with "
+            "torchrun --nproc_per_node=N (N >= 2) train.py pretrain --fsdp ..."
+        )
+    owns_group = procs.world_size > 1 and not dist.is_initialized()  # a caller's own process group is left to it
+    if owns_group:
         dist.init_process_group("nccl" if resolve_device(config.device) == "cuda" else "gloo")
     say = log if procs.is_main else (lambda _: None)
     overridden = sorted(set(given) & set(preset(s["preset"]).settings))
@@ -161,7 +167,8 @@ def pretrain(
         box = [None if failure is None else str(failure)]
         dist.broadcast_object_list(box, src=0)
         if box[0] is not None:
-            dist.destroy_process_group()
+            if owns_group:
+                dist.destroy_process_group()
             raise failure if failure is not None else ValueError(box[0])
         if not procs.is_main:
             tokenizer = Tokenizer.load(out / TOKENIZER)
@@ -177,7 +184,8 @@ def pretrain(
     say(
         f"minilm: {s['objective']} LM, {model.num_parameters() / 1e6:.2f}M parameters ({c.n_layers} layers x "
         f"{c.d_model} wide, {c.n_heads} heads, context {c.max_len}, vocab {c.vocab_size}) on {device}"
-        f"{f' x {procs.world_size} processes' if procs.world_size > 1 else ''}, "
+        f"{f' x {procs.world_size} processes' if procs.world_size > 1 else ''}"
+        f"{' (FSDP2: parameters, gradients and optimizer state sharded)' if config.fsdp else ''}, "
         f"{resolve_precision(config.precision, device)}"
     )
     say(
@@ -196,7 +204,7 @@ def pretrain(
         if procs.world_size > 1:
             dist.barrier()  # rank 0 ends with a full evaluation; a process that left the group early aborts in gloo
     finally:
-        if procs.world_size > 1 and dist.is_initialized():
+        if owns_group and dist.is_initialized():
             dist.destroy_process_group()
     if not procs.is_main:
         return summary

@@ -6,6 +6,7 @@
     model.safetensors    the weights at the last checkpoint
     best.safetensors     the weights with the best evaluation
     train_state.pt       what --resume needs: weights, optimizer, step, generators, data position
+    train_state.dcp/     with --fsdp: the sharded weights and optimizer state (torch.distributed.checkpoint)
     metrics.jsonl        one JSON object per progress line and per evaluation
     minilm.json          which command wrote the folder (minilm.outputs)
 
@@ -23,16 +24,17 @@ from typing import Any
 
 import torch
 
-from minilm.files import atomic_write, load_weights, read_json, save_weights
+from minilm.files import atomic_write, load_weights, read_json, save_tensors
 from minilm.model import ModelConfig, Transformer
 from minilm.outputs import OutputKind
 from minilm.tokenizer import Tokenizer
 from minilm.training.device import resolve_device
 from minilm.training.loop import METRICS_FILE, STATE_FILE, Loop
+from minilm.training.sharding import SHARDS
 
 CONFIG, TOKENIZER, TRAIN_ARGS = "config.json", "tokenizer.json", "train_args.json"
 LAST_WEIGHTS, BEST_WEIGHTS = "model.safetensors", "best.safetensors"
-RUN_FILES = (CONFIG, TOKENIZER, LAST_WEIGHTS, BEST_WEIGHTS, STATE_FILE, METRICS_FILE, "loss.png")
+RUN_FILES = (CONFIG, TOKENIZER, LAST_WEIGHTS, BEST_WEIGHTS, STATE_FILE, f"{SHARDS}/", METRICS_FILE, "loss.png")
 
 PRETRAIN = OutputKind("pretrain", "a run", (*RUN_FILES, TRAIN_ARGS), legacy=(CONFIG, TRAIN_ARGS))
 INSTRUCT = OutputKind("instruct", "an instruction-tuned run", (*RUN_FILES, "instruct_args.json"))
@@ -105,23 +107,34 @@ class RunLoop(Loop):
 
     data_generator: torch.Generator
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's whole state dict (of a sharded model: gathered on rank 0, {} elsewhere; every process calls)."""
+        return self.sharding.full_weights(self.model) if self.sharding is not None else self.model.state_dict()
+
     def save_best(self, metrics: dict[str, Any]) -> None:
-        save_weights(
-            self.model, self.out_dir / BEST_WEIGHTS, {"step": str(self.step), self.metric: repr(metrics[self.metric])}
-        )
+        weights = self.weights()
+        if self.procs.is_main:
+            save_tensors(
+                weights, self.out_dir / BEST_WEIGHTS, {"step": str(self.step), self.metric: repr(metrics[self.metric])}
+            )
 
     def write_checkpoint(self) -> None:
-        save_weights(self.model, self.out_dir / LAST_WEIGHTS, {"step": str(self.step)})
+        weights = self.weights()
+        if self.procs.is_main:
+            save_tensors(weights, self.out_dir / LAST_WEIGHTS, {"step": str(self.step)})
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "data_generator": self.data_generator.get_state()}
+        """The data position and, unless the model is sharded (its shards go through DCP), the weights."""
+        model = {"model": self.model.state_dict()} if self.sharding is None else {}
+        return {**model, "data_generator": self.data_generator.get_state()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ValueError(
-                f"the saved run in {self.out_dir} has a different model size; resume it with the same "
-                f"size flags, or start a new run in another --out ({str(e).splitlines()[0]})"
-            ) from None
+        if self.sharding is None:
+            try:
+                self.model.load_state_dict(state["model"])
+            except RuntimeError as e:
+                raise ValueError(
+                    f"the saved run in {self.out_dir} has a different model size; resume it with the same "
+                    f"size flags, or start a new run in another --out ({str(e).splitlines()[0]})"
+                ) from None
         self.data_generator.set_state(state["data_generator"])

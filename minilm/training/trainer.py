@@ -1,7 +1,8 @@
-"""Pretraining: the loop (minilm.training.loop) on batches of a corpus, with accumulation and, under torchrun, DDP.
+"""Pretraining: the loop (minilm.training.loop) on batches of a corpus, with accumulation and, under torchrun, DDP
+(a copy of the model per process) or FSDP2 (`--fsdp`: the model sharded over them, minilm.training.sharding).
 
 One optimizer step t:
-    g = (1/A) sum_{a=1..A} grad L(batch_a)          A = grad_accum micro-batches (and, under DDP, the
+    g = (1/A) sum_{a=1..A} grad L(batch_a)          A = grad_accum micro-batches (and, under DDP or FSDP, the
                                                     mean over processes, each holding a slice of batch_a)
     g = g * min(1, c / ||g||)                       gradient clipping at norm c
     theta = AdamW(theta, g, eta(t), lambda)         weight decay lambda only on weight matrices
@@ -14,7 +15,6 @@ Docs: docs/training.md.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -34,6 +34,7 @@ from minilm.training.evaluate import evaluate_causal, evaluate_masked
 from minilm.training.loop import LoopConfig, Processes
 from minilm.training.objectives import causal_lm_loss, mask_tokens, masked_lm_loss_on_selected
 from minilm.training.run import BEST_WEIGHTS, TRAIN_ARGS, RunLoop
+from minilm.training.sharding import Sharding
 
 OBJECTIVES = ("causal", "masked")
 
@@ -53,6 +54,11 @@ class TrainConfig(LoopConfig):
     mask_prob: float = setting(0.15, "masked objective: share of tokens selected", check="probability")
     eval_windows: int = setting(64, "validation windows (or blocks) per periodic evaluation", check="positive")
     compile: bool = setting(False, "torch.compile the model")
+    fsdp: bool = setting(
+        False,
+        "under torchrun: shard parameters, gradients and optimizer state over the processes (FSDP2) instead of "
+        "copying the model to each (DDP), for models that do not fit one device",
+    )
     max_steps: int | None = override(
         LoopConfig,
         "max_steps",
@@ -146,9 +152,10 @@ class Trainer(RunLoop):
                 f"batch-size {config.batch_size} must be a multiple of grad-accum x processes "
                 f"= {config.grad_accum * procs.world_size}"
             )
-        super().__init__(model, config, out_dir, log, procs)
+        sharding = Sharding(model, procs.device(config.device)) if config.fsdp else None
+        super().__init__(model, config, out_dir, log, procs, sharding)
         self.loss_fn: nn.Module = PretrainingLoss(self.model, config.objective)
-        if procs.world_size > 1:
+        if procs.world_size > 1 and sharding is None:
             self.loss_fn = DistributedDataParallel(
                 self.loss_fn, device_ids=[self.device] if self.device.type == "cuda" else None
             )
@@ -164,22 +171,24 @@ class Trainer(RunLoop):
             self.load_checkpoint()
 
     def forward_backward(self) -> tuple[float, int]:
-        """batch_size sequences in grad_accum micro-batches; under DDP each process takes its slice of each."""
+        """batch_size sequences in grad_accum micro-batches; under DDP or FSDP each process takes its slice of each."""
         cfg, procs = self.config, self.procs
         micro = cfg.batch_size // cfg.grad_accum
         share = micro // procs.world_size
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for a in range(cfg.grad_accum):
             batch = self.batches.next(micro)  # every process draws the same global micro-batch ...
             batch = {k: v[procs.rank * share : (procs.rank + 1) * share].to(self.device) for k, v in batch.items()}
-            last = a == cfg.grad_accum - 1  # ... and keeps its slice; DDP averages gradients on the last one
-            sync = nullcontext() if last or procs.world_size == 1 else self.loss_fn.no_sync()
+            last = a == cfg.grad_accum - 1  # ... and keeps its slice; gradients are averaged on the last one
+            if self.sharding is not None:
+                self.sharding.gradient_sync(last)
+            sync = nullcontext() if last or procs.world_size == 1 or self.sharding else self.loss_fn.no_sync()
             with sync:
                 with self.autocast():
                     loss = self.loss_fn(**batch)
                 (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
-        return total, cfg.batch_size * self.model.config.max_len
+            total += loss.detach() / cfg.grad_accum
+        return total.item(), cfg.batch_size * self.model.config.max_len  # one host sync per step
 
     def evaluate(self, full: bool = False, model: Transformer | None = None) -> dict[str, float]:
         """Validation metrics: a fixed subset of eval_windows windows/blocks, or the whole split if `full`."""
@@ -211,7 +220,7 @@ class Trainer(RunLoop):
         summary = super().fit(stop_at)
         if summary.get("interrupted") or not self.procs.is_main:
             return summary
-        best = copy.deepcopy(self.model)
+        best = Transformer(self.model.config).to(self.device)  # not a copy of self.model: that may be sharded
         load_weights(best, self.out_dir / BEST_WEIGHTS)
         summary["val"] = self.evaluate(full=True, model=best)
         self._write_metrics({"step": self.step, "split": "val_full_best", **summary["val"]})
