@@ -665,6 +665,21 @@ def render_graph_breaks(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def run_recorded(ctx: Context, data: dict[str, Any], command: list[str], limit_s: float) -> tuple[Completed, list[str]]:
+    """Run a part's subprocess under min(limit_s, the budget left) and record the command, exit code, time and whether
+    it timed out in `data`; returns it and its output's lines."""
+    timeout = min(limit_s, max(ctx.clock.left(), 1.0))
+    done = run_command(command, timeout)
+    data.update(
+        command=python_command(command),
+        returncode=done.returncode,
+        seconds=done.seconds,
+        timed_out=done.timed_out,
+        timeout_s=timeout,
+    )
+    return done, done.output.rstrip().splitlines()
+
+
 # ---- 3. cuda-tests ---------------------------------------------------------------------------------------------------
 PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected|warnings?)\b")
 
@@ -688,22 +703,15 @@ def part_cuda_tests(ctx: Context, data: dict[str, Any]) -> None:
         raise Skipped("pytest is not installed")
     files = SMOKE_TESTS if ctx.smoke else CUDA_TEST_FILES
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files]
-    timeout = min(CUDA_TESTS_TIMEOUT_S, max(ctx.clock.left(), 1.0))
-    done = run_command(command, timeout)
-    lines = done.output.rstrip().splitlines()
+    done, lines = run_recorded(ctx, data, command, CUDA_TESTS_TIMEOUT_S)
     data.update(
-        command=python_command(command),
-        returncode=done.returncode,
-        seconds=done.seconds,
-        timed_out=done.timed_out,
-        timeout_s=timeout,
         counts=parse_pytest_summary(done.output),
         skip_reasons=[line for line in lines if line.startswith("SKIPPED")],
         failures=[line for line in lines if line.startswith(("FAILED", "ERROR"))],
         tail=lines[-40:],
     )
     if done.timed_out:
-        raise CheckFailed(f"pytest ran past its {timeout:.0f}s timeout")
+        raise CheckFailed(f"pytest ran past its {data['timeout_s']:.0f}s timeout")
     if done.returncode != 0:
         raise CheckFailed(f"pytest exited with {done.returncode}: {lines[-1] if lines else 'no output'}")
 
@@ -1134,22 +1142,15 @@ def part_pretrain(ctx: Context, data: dict[str, Any]) -> None:
         command += [*SMOKE_PRETRAIN_FLAGS, "--data", str(corpus)]
     else:
         command += ["--time-budget", PRETRAIN_BUDGET]
-    timeout = min(PRETRAIN_TIMEOUT_S, max(ctx.clock.left(), 1.0))
-    done = run_command(command, timeout)
-    lines = done.output.rstrip().splitlines()
+    done, lines = run_recorded(ctx, data, command, PRETRAIN_TIMEOUT_S)
     data.update(
-        command=python_command(command),
-        returncode=done.returncode,
-        seconds=done.seconds,
-        timed_out=done.timed_out,
-        timeout_s=timeout,
         run_dir=str(run_dir),
         lines=[line for line in lines if line.startswith(("preset", "minilm:", "data:", "time budget", "done:"))],
         tail=lines[-25:],
     )
     data.update(read_metrics(run_dir / "metrics.jsonl"))
     if done.timed_out:
-        raise CheckFailed(f"train.py pretrain ran past its {timeout:.0f}s timeout")
+        raise CheckFailed(f"train.py pretrain ran past its {data['timeout_s']:.0f}s timeout")
     if done.returncode != 0:
         raise CheckFailed(f"train.py pretrain exited with {done.returncode}: {lines[-1] if lines else 'no output'}")
     if data.get("bits_per_byte") is None:
