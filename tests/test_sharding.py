@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,10 @@ def sharded(tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("exit codes [0, 130, 0, 0]") == 2  # both processes: whole, interrupted, resumed, masked
     assert "FSDP2: parameters, gradients and optimizer state sharded" in result.stdout
+    share = re.search(r"FSDP2: rank 0 holds ([\d,]+) of the ([\d,]+) parameter numbers", result.stdout)
+    held, total = (int(n.replace(",", "")) for n in share.groups())  # each tensor's rows split in two (one odd row)
+    assert total == Transformer(ModelConfig.load(out / "whole" / "config.json")).num_parameters()
+    assert total / 2 <= held <= total / 2 + 1000
     assert train.main(["pretrain", *common, "--out", str(out / "one")]) == 0  # the causal run in one plain process
     return out
 

@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import DTensor
 
 from minilm.model import Transformer
 
@@ -66,6 +67,13 @@ class Sharding:
         """Whether this backward reduce-scatters the gradients: off for all but the last micro-batch of a step,
         which then reduces the sum of them all once."""
         self.root.set_requires_gradient_sync(on)
+
+    @staticmethod
+    def share(model: nn.Module) -> tuple[int, int]:
+        """(numbers of the parameters this process holds, numbers of the whole model): about 1/N of them."""
+        params = list(model.parameters())
+        held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
+        return held, sum(p.numel() for p in params)
 
     @staticmethod
     def full_weights(model: nn.Module) -> dict[str, Tensor]:

@@ -158,6 +158,9 @@ class Trainer(RunLoop):
             )
         sharding = Sharding(model, procs.device(config.device)) if config.fsdp else None
         super().__init__(model, config, out_dir, log, procs, sharding)
+        if sharding is not None:
+            held, total = sharding.share(model)
+            self.log(f"FSDP2: rank 0 holds {held:,} of the {total:,} parameter numbers ({held / total:.1%})")
         self.loss_fn: nn.Module = PretrainingLoss(self.model, config.objective)
         if procs.world_size > 1 and sharding is None:
             self.loss_fn = DistributedDataParallel(
