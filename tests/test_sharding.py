@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cli_support import tiny_run
 import train
 from minilm import ModelConfig, Transformer
 from minilm.files import load_state
+from minilm.training.sharding import SafeReader
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [*tiny_run(), "--layers", "2", "--precision", "fp32", "--dropout", "0"]  # processes draw their own dropout
@@ -119,3 +121,25 @@ def test_fsdp_without_torchrun_is_one_line_and_writes_nothing(capsys, tmp_path, 
     assert train.main(["pretrain", "--out", str(sharded / "resumed"), "--resume", "--max-steps", "9"]) == 2
     assert "torchrun --nproc_per_node=N" in capsys.readouterr().err
     assert (sharded / "resumed" / "train_state.pt").read_bytes() == before
+
+
+class RunsCode:
+    """What a crafted .metadata would hold: unpickling it calls Path.touch, a stand-in for any code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_dcp_metadata_is_read_without_running_code(sharded, tmp_path):
+    """DCP pickles its .metadata; minilm's reader admits only DCP's record classes, so a crafted one runs nothing."""
+    real = SafeReader(sharded / "whole" / "train_state.dcp" / "step-6").read_metadata()
+    assert "model.tok_emb.weight" in real.state_dict_metadata
+    crafted = tmp_path / "step-1"
+    crafted.mkdir()
+    (crafted / ".metadata").write_bytes(pickle.dumps(RunsCode(tmp_path / "pwned")))
+    with pytest.raises(ValueError, match=r"not the metadata of a minilm checkpoint \(it names pathlib\.Path\.touch"):
+        SafeReader(crafted).read_metadata()
+    assert not (tmp_path / "pwned").exists()

@@ -16,7 +16,8 @@ run's settings file, so the run and its resumption are the fixed-step run of tha
 A subclass says how one step's loss is computed (`forward_backward`), how it evaluates, what "best" saves and what
 else its checkpoint holds (the data position). Every file is written atomically, and the training state holds the
 weights, the optimizer, the step, the random generators and the data position, so `resume=True` continues bitwise
-where an interrupted run stopped. Under `torchrun` (pretraining) only rank 0 evaluates and writes.
+where an interrupted run stopped. Under `torchrun` (pretraining) only rank 0 evaluates and writes; with `--fsdp` every
+process evaluates (and saves its shards), and still only rank 0 writes the other files.
 
 Docs: docs/training.md (one optimizer step; checkpoints, early stopping and exact resume).
 """
@@ -314,7 +315,7 @@ class Loop(ABC):
         step_s, steps = statistics.median(durations), len(durations) + 2  # the median: robust to a stray slow step
         undo()
         timed = self.clock()
-        if self.evaluates():
+        if self.takes_part():
             self.evaluate()
         undo()  # an evaluation draws no random numbers, but the checkpoint must hold the state of step 0
         self._save_state()
@@ -366,7 +367,7 @@ class Loop(ABC):
     def _evaluate_and_checkpoint(self, elapsed: float) -> bool:
         """Evaluate, keep the best checkpoint, write the training state; True when patience ran out."""
         stop = torch.zeros(1)
-        if self.evaluates():
+        if self.takes_part():
             metrics = self.evaluate()
             if self.sharding is not None:  # every process evaluated; all go by rank 0's numbers
                 box = [metrics]
@@ -397,8 +398,9 @@ class Loop(ABC):
             dist.broadcast(stop, src=0)
         return bool(stop.item())
 
-    def evaluates(self) -> bool:
-        """Whether this process evaluates: rank 0, or every process when the model is sharded."""
+    def takes_part(self) -> bool:
+        """Whether this process evaluates and writes a checkpoint's weights: rank 0, or every process when the model is
+        sharded (a sharded forward, and gathering its weights, need them all; only rank 0 writes files)."""
         return self.procs.is_main or self.sharding is not None
 
     # ---- files ----------------------------------------------------------------------------------------------
@@ -413,15 +415,14 @@ class Loop(ABC):
             gathered: list[Any] = [None] * self.procs.world_size
             dist.all_gather_object(gathered, torch.get_rng_state())
             rng_states = gathered
-        if self.sharding is not None:  # every process writes its shards; the weights for inference are gathered
+        if self.sharding is not None:  # every process writes its shards (and takes part in gathering the weights)
             trained = {"sharded": self.sharding.save(self.out_dir, self.step, self.model, self.optimizer)}
-            self.write_checkpoint()
         else:
             trained = {"optimizer": self.optimizer.state_dict()}
+        if self.takes_part():
+            self.write_checkpoint()
         if not self.procs.is_main:
             return
-        if self.sharding is None:
-            self.write_checkpoint()
         save_state(
             {
                 "kind": self.kind,

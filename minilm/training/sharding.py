@@ -13,20 +13,26 @@ writes its own shards into `train_state.dcp/step-<N>/` of the run, and the small
 (train_state.pt) names that folder. A new folder is written first and named in train_state.pt (an atomic rename)
 before the previous one is removed, so a crash leaves the last complete checkpoint in place. DCP reshards on load:
 a run resumes on any number of processes. The full weights for inference (model.safetensors, best.safetensors) are
-gathered on rank 0 and written as usual.
+gathered on rank 0 and written as usual. DCP reads its tensors with `weights_only=True` but its .metadata with plain
+pickle; minilm reads that file with an unpickler that admits only DCP's own record classes (`SafeReader`), so a
+crafted checkpoint is refused and runs nothing.
 
 Docs: docs/training.md (many processes: DDP and FSDP2).
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -37,7 +43,49 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
+from minilm.files import first_line
 from minilm.model import Transformer
+
+METADATA_CLASSES = {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+}
+"""What a DCP checkpoint's .metadata may name besides the classes of torch.distributed.checkpoint.metadata and torch's
+dtypes: plain records of shapes, offsets and file positions."""
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's .metadata (DCP itself uses plain pickle there, which can run any code) naming only the record
+    classes DCP writes; anything else is refused before it is loaded."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if module == "torch.distributed.checkpoint.metadata" or dtype or (module, name) in METADATA_CLASSES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+
+class SafeReader(dcp.FileSystemReader):
+    """DCP's file reader with the metadata read by MetadataUnpickler; the tensors it reads with weights_only=True."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        try:
+            with self.fs.create_stream(path, "rb") as stream:
+                metadata = MetadataUnpickler(stream).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+            raise ValueError(
+                f"{path} is not the metadata of a minilm checkpoint ({first_line(e)}); it was not loaded and nothing "
+                "in it was run: start a new run"
+            ) from None
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
 
 SHARDS = "train_state.dcp"
 """The run's folder of DCP checkpoints, one step-<N>/ in it (two for a moment while a newer one is written)."""
@@ -92,6 +140,10 @@ class Sharding:
     @staticmethod
     def load(out_dir: Path, name: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Read OUT/<name> back into this process's shards of the weights and the optimizer state."""
+        if re.fullmatch(rf"{SHARDS}/step-\d+", name) is None:
+            raise ValueError(
+                f"train_state.pt in {out_dir} names {name!r}, not a checkpoint of this run; start a new run"
+            )
         folder = out_dir / name
         if not folder.is_dir():
             raise ValueError(
@@ -99,7 +151,7 @@ class Sharding:
             )
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optimizer_state}
-        dcp.load(state, checkpoint_id=folder)
+        dcp.load(state, storage_reader=SafeReader(folder))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
     @staticmethod
