@@ -25,7 +25,9 @@ from minilm.files import load_state
 from minilm.training.sharding import SafeReader
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = [*tiny_run(), "--layers", "2", "--precision", "fp32", "--dropout", "0"]  # processes draw their own dropout
+# no dropout (each process draws its own masks); two micro-batches, so each step reduces the gradients once, after the
+# second (the first runs with gradient sync off)
+FLAGS = [*tiny_run(), "--layers", "2", "--grad-accum", "2", "--precision", "fp32", "--dropout", "0"]
 
 
 @pytest.fixture(scope="module")
